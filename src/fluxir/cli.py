@@ -1,0 +1,56 @@
+"""The ``fluxir`` command line.
+
+Each command lives in the module that owns the work and exposes two functions:
+``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their command is
+used, so ``fluxir --help`` answers instantly without importing torch.
+Errors meant for users (bad params, missing weights, bad input) print as one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Add a line here when a command is built; never list a stub.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("fluxir.models.commands", "Build the tiny FLUX model or inspect a base model folder."),
+    "config": ("fluxir.config_commands", "Validate params.yaml and show every setting with its help."),
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from fluxir.config import ConfigError
+    from fluxir.models.flux import ModelNotFoundError
+
+    return (ConfigError, ModelNotFoundError)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fluxir",
+        description="FluxGen + FluxIR: acquire training data from FLUX.1 and adapt it into an image restorer.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        cmd_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:  # only the chosen command's module is imported
+            importlib.import_module(module_name).add_arguments(cmd_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except _user_errors() as exc:
+        print(f"fluxir {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Load the base FLUX pipeline: the tiny random-weight model, a local folder, or a hub id.
+
+One code path for all three: ``FluxPipeline.from_pretrained``. A local folder is checked first so a
+missing or half-copied snapshot fails with a message that names what is missing, not a stack trace
+from deep inside diffusers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+TINY = "tiny"
+FLUX_DEV = "black-forest-labs/FLUX.1-dev"
+
+# What a diffusers FluxPipeline folder must hold: component -> (config file, weight file patterns).
+_REQUIRED = {
+    "transformer": ("config.json", ("diffusion_pytorch_model*.safetensors", "diffusion_pytorch_model*.bin")),
+    "vae": ("config.json", ("diffusion_pytorch_model*.safetensors", "diffusion_pytorch_model*.bin")),
+    "text_encoder": ("config.json", ("model*.safetensors", "pytorch_model*.bin")),
+    "text_encoder_2": ("config.json", ("model*.safetensors", "pytorch_model*.bin")),
+    "tokenizer": (None, ("tokenizer.json", "vocab.json")),
+    "tokenizer_2": (None, ("tokenizer.json", "spiece.model")),
+    "scheduler": ("scheduler_config.json", ()),
+}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The base model is absent or incomplete; the message says what is missing and how to fix it."""
+
+
+def missing_components(folder: Path, components: tuple[str, ...] | None = None) -> list[str]:
+    """Paths (relative to ``folder``) a FLUX pipeline folder should have but does not."""
+    missing = []
+    if not (folder / "model_index.json").is_file():
+        missing.append("model_index.json")
+    for name in components or tuple(_REQUIRED):
+        config, weights = _REQUIRED[name]
+        sub = folder / name
+        if config and not (sub / config).is_file():
+            missing.append(f"{name}/{config}")
+        if weights and not any(any(sub.glob(pattern)) for pattern in weights):
+            missing.append(f"{name}/{weights[0]}")
+    return missing
+
+
+def resolve_base(base: str, tiny_dir: str | Path = "data/models/tiny-flux") -> str:
+    """Map ``model.base`` to what ``from_pretrained`` takes: 'tiny' -> the tiny folder."""
+    if base == TINY:
+        folder = Path(tiny_dir)
+        if not folder.is_dir():
+            raise ModelNotFoundError(
+                f"tiny model not built at {folder}: run `fluxir models build-tiny {folder}` (or `dvc repro build-model`)"
+            )
+        return str(folder)
+    return base
+
+
+def check_local_pipeline(folder: Path, components: tuple[str, ...] | None = None) -> None:
+    """Raise ModelNotFoundError naming every missing file of a local FLUX pipeline folder."""
+    missing = missing_components(folder, components)
+    if missing:
+        raise ModelNotFoundError(
+            f"{folder} is not a complete FLUX pipeline folder; missing: {', '.join(missing)} "
+            "(re-download the snapshot, or rebuild the tiny model with `fluxir models build-tiny`)"
+        )
+    index = json.loads((folder / "model_index.json").read_text())
+    if index.get("_class_name") not in ("FluxPipeline", None):
+        raise ModelNotFoundError(
+            f"{folder}/model_index.json describes a {index.get('_class_name')}, not a FluxPipeline"
+        )
+
+
+def load_flux(
+    path_or_id: str | Path,
+    torch_dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    **kwargs,
+):
+    """Load a FluxPipeline from a local diffusers folder or a Hugging Face hub id.
+
+    Extra ``kwargs`` go to ``FluxPipeline.from_pretrained`` (e.g. ``text_encoder=None`` to skip one).
+    Every component is put in eval mode and has gradients off: the base model is always frozen.
+    """
+    from diffusers import FluxPipeline
+
+    source = str(path_or_id)
+    local = Path(source)
+    if local.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
+        local = local.expanduser()
+        if not local.is_dir():
+            raise ModelNotFoundError(
+                f"base model folder {local} does not exist; pass a FLUX pipeline folder, a hub id like "
+                f"{FLUX_DEV}, or build the tiny model with `fluxir models build-tiny {local}`"
+            )
+        skipped = tuple(name for name in _REQUIRED if name in kwargs and kwargs[name] is None)
+        check_local_pipeline(local, tuple(n for n in _REQUIRED if n not in skipped))
+        source = str(local)
+    try:
+        pipe = FluxPipeline.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"could not load {source!r}: not in the local Hugging Face cache and the hub is unreachable "
+            f"({type(exc).__name__}); for a hub id, accept its licence and run "
+            f"`huggingface-cli download {source}` where the hub is reachable, or pass a local folder"
+        ) from exc
+    for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            module.eval().requires_grad_(False)
+    return pipe.to(device)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda when present, else cpu; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
