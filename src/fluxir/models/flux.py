@@ -99,7 +99,7 @@ def load_flux(
         check_local_pipeline(local, tuple(n for n in _REQUIRED if n not in skipped))
         source = str(local)
     try:
-        pipe = FluxPipeline.from_pretrained(source, torch_dtype=torch_dtype, **kwargs)
+        pipe = FluxPipeline.from_pretrained(source, dtype=torch_dtype, **kwargs)
     except OSError as exc:
         raise ModelNotFoundError(
             f"could not load {source!r}: not in the local Hugging Face cache and the hub is unreachable "
