@@ -72,6 +72,31 @@ class TrackingConfig:
 
 
 @dataclass
+class RestoreConfig:
+    scale: int = field(default=4, metadata=interval("[1, 16]"))
+    """Upscaling factor from the LQ input to the restored output (the paper trains x4)."""
+    steps: int = field(default=20, metadata=interval("[1, 1000]"))
+    """Flow-matching Euler sampling steps (paper: 20)."""
+    guidance: float = field(default=3.5, metadata=interval("[0, 100]"))
+    """Value fed to FLUX.1-dev's guidance embedding; must match what the adapter was trained with."""
+    tile: int = field(default=1024, metadata=interval("[16, inf)"))
+    """Tile size in output pixels (multiple of 16); larger outputs are restored tile by tile."""
+    overlap: int = field(default=128, metadata=interval("[0, inf)"))
+    """Overlap between neighbouring tiles in output pixels (multiple of 16); seams are blended."""
+    seed: int = field(default=0, metadata=interval("[0, inf)"))
+    """Seed of the initial noise; the same seed and input give the same output."""
+    max_input_pixels: int = field(default=50_000_000, metadata=interval("[1, inf)"))
+    """Refuse LQ inputs with more pixels than this (protects against decompression bombs)."""
+
+    def __post_init__(self) -> None:
+        for name in ("tile", "overlap"):
+            if getattr(self, name) % 16:
+                raise ConfigError(f"restore.{name}={getattr(self, name)}: must be a multiple of 16")
+        if self.overlap >= self.tile:
+            raise ConfigError(f"restore.overlap={self.overlap}: must be smaller than restore.tile={self.tile}")
+
+
+@dataclass
 class Config:
     """The whole params.yaml: one attribute per section."""
 
@@ -79,6 +104,8 @@ class Config:
     """The base FLUX model (tiny or real) and where it runs."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     """MLflow tracking settings."""
+    restore: RestoreConfig = field(default_factory=RestoreConfig)
+    """Restoring images with a trained adapter (`fluxir restore`)."""
 
 
 # ----------------------------------------------------------------------------------------------
