@@ -16,14 +16,17 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("fluxir.models.commands", "Build the tiny FLUX model or inspect a base model folder."),
     "config": ("fluxir.config_commands", "Validate params.yaml and show every setting with its help."),
+    "restore": ("fluxir.restore", "Restore an image or a folder of images with a trained FluxIR adapter."),
+    "params": ("fluxir.models.param_count", "Count FluxIR adapter parameters at a base's shape vs Table 2."),
 }
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from fluxir.config import ConfigError
     from fluxir.models.flux import ModelNotFoundError
+    from fluxir.restore import RestoreError
 
-    return (ConfigError, ModelNotFoundError)
+    return (ConfigError, ModelNotFoundError, RestoreError)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
