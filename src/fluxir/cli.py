@@ -16,6 +16,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("fluxir.models.commands", "Build the tiny FLUX model or inspect a base model folder."),
     "config": ("fluxir.config_commands", "Validate params.yaml and show every setting with its help."),
+    "generate": ("fluxir.stages.generate", "Generate images with FLUX (or SDXL), or ingest a folder of real photos."),
+    "score": ("fluxir.stages.score", "Score every generated image with no-reference IQA metrics (pyiqa)."),
+    "filter": ("fluxir.stages.filter", "Keep images in the top keep_quantile of every IQA metric."),
     "restore": ("fluxir.restore", "Restore an image or a folder of images with a trained FluxIR adapter."),
     "params": ("fluxir.models.param_count", "Count FluxIR adapter parameters at a base's shape vs Table 2."),
 }
@@ -23,10 +26,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from fluxir.config import ConfigError
+    from fluxir.models.adapter import AdapterMismatchError
     from fluxir.models.flux import ModelNotFoundError
     from fluxir.restore import RestoreError
 
-    return (ConfigError, ModelNotFoundError, RestoreError)
+    return (ConfigError, ModelNotFoundError, RestoreError, AdapterMismatchError)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

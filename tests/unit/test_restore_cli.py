@@ -98,3 +98,16 @@ def test_missing_adapter_names_the_fix(model_dirs, odd_folder, tmp_path, capsys)
     base, _ = model_dirs
     assert run_restore([str(odd_folder), str(tmp_path / "o")], base, tmp_path / "no-adapter") == 2
     assert "is not an adapter folder" in capsys.readouterr().err
+
+
+def test_adapter_for_another_base_shape_is_one_line_error(model_dirs, odd_folder, tmp_path, capsys):
+    from diffusers import FluxTransformer2DModel
+
+    from fluxir.models.tiny import TINY_TRANSFORMER
+
+    base, _ = model_dirs
+    other = FluxTransformer2DModel(**{**TINY_TRANSFORMER, "num_single_layers": 2})
+    FluxIRAdapter.from_flux(other, rank=4).save_pretrained(tmp_path / "other-adapter")
+    assert run_restore([str(odd_folder / "rgb.png"), str(tmp_path / "o.png")], base, tmp_path / "other-adapter") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("fluxir restore: error: adapter was built for") and "num_single_layers" in err

@@ -1,0 +1,171 @@
+"""MLflow helpers: tracking URI, lineage tags, (nested) runs, flattened config params, tables.
+
+MLflow is imported inside the functions that need it, so ``import fluxir.tracking`` stays cheap.
+Nothing that looks like a credential is logged: :func:`log_config` drops secret-looking keys
+(:func:`redact`) and masks passwords embedded in URLs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import mlflow
+    import pandas as pd
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns.db"
+# MLflow rejects longer param values (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH in 3.17).
+MAX_PARAM_VALUE_LENGTH = 6000
+TRUNCATION_MARK = "...[truncated]"
+TABLES_DIR = "tables"
+
+# Key segments that name a secret, matched after splitting a key on separators and camelCase, so
+# `aws_secret_access_key`, `hfToken` and `db.password` are dropped while `max_tokens` or
+# `tokenizer_dir` are kept.
+_SECRET_WORDS = {"password", "passwd", "pwd", "secret", "token", "credential", "credentials"}
+_SECRET_PAIRS = {("key", "id"), ("access", "key"), ("api", "key"), ("private", "key"), ("auth", "key")}
+_SECRET_JOINED = {"keyid", "accesskey", "apikey", "privatekey", "secretkey", "authtoken", "accesstoken"}
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^/\s:@]+):[^/\s@]+@")
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def tracking_uri(configured: str) -> str:
+    """The tracking URI to use: ``$MLFLOW_TRACKING_URI`` if set, else ``configured``, else local sqlite."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_TRACKING_URI
+
+
+def _git(repo_root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args], cwd=repo_root, capture_output=True, text=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip()
+
+
+def lineage_tags(repo_root: str | Path) -> dict[str, str]:
+    """Tags tying a run to its code and data: git commit, dirty flag, sha256 of ``dvc.lock``.
+
+    Outside a git checkout (or without git) the commit and dirty flag are ``"unknown"``; the
+    ``dvc.lock`` tag is present only when the file is.
+    """
+    root = Path(repo_root)
+    sha = _git(root, "rev-parse", "HEAD")
+    status = _git(root, "status", "--porcelain") if sha else None
+    tags = {
+        "git.sha": sha or "unknown",
+        "git.dirty": "unknown" if status is None else str(bool(status)).lower(),
+    }
+    if sha:
+        tags["mlflow.source.git.commit"] = sha  # shown by the MLflow UI
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        tags["dvc.lock.sha256"] = hashlib.sha256(lock.read_bytes()).hexdigest()
+    return tags
+
+
+@contextmanager
+def start_run(
+    name: str,
+    experiment: str,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    nested: bool = False,
+    uri: str | None = None,
+    repo_root: str | Path | None = ".",
+) -> Iterator[mlflow.ActiveRun]:
+    """Start an MLflow run named ``name`` in ``experiment`` (created if missing); end it on exit.
+
+    ``nested=True`` makes it a child of the active run; ``parent_run_id`` makes it a child of that run
+    when none is active (e.g. an ablation run in another process). ``uri`` goes through
+    :func:`tracking_uri`; None keeps MLflow's current URI. Lineage tags from ``repo_root`` are added
+    (None skips them); ``tags`` win over them. A run left by an exception is marked FAILED.
+    """
+    import mlflow
+
+    if uri is not None:
+        mlflow.set_tracking_uri(tracking_uri(uri))
+    mlflow.set_experiment(experiment)
+    all_tags = {**(lineage_tags(repo_root) if repo_root is not None else {}), **(tags or {})}
+    with mlflow.start_run(
+        run_name=name,
+        nested=nested,
+        parent_run_id=parent_run_id,
+        tags={k: str(v) for k, v in all_tags.items()},
+    ) as run:
+        yield run
+
+
+def _segments(key: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", str(key))  # camelCase -> camel Case
+    return [s for s in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if s]
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a config key looks like it holds a credential."""
+    words = _segments(key)
+    if any(w in _SECRET_WORDS or w in _SECRET_JOINED for w in words):
+        return True
+    return any(pair in _SECRET_PAIRS for pair in zip(words, words[1:], strict=False))
+
+
+def redact(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``d`` without secret-looking keys (see :func:`is_secret_key`), recursing into mappings."""
+    return {k: redact(v) if isinstance(v, Mapping) else v for k, v in d.items() if not is_secret_key(k)}
+
+
+def _param_value(value: Any) -> str:
+    text = _URL_PASSWORD.sub(r"\g<head>:***@", str(value))
+    if len(text) > MAX_PARAM_VALUE_LENGTH:
+        text = text[: MAX_PARAM_VALUE_LENGTH - len(TRUNCATION_MARK)] + TRUNCATION_MARK
+    return text
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and other values are kept as leaves."""
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            flat.update(flatten(v, prefix=f"{key}."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def log_config(cfg: Mapping[str, Any] | Any) -> dict[str, str]:
+    """Log a nested config (a mapping or a dataclass) to the active run as ``section.key`` params.
+
+    Secret-looking keys are dropped, passwords in URLs masked, and values longer than MLflow's limit
+    truncated (ending in ``...[truncated]``). Returns the params as logged.
+    """
+    import mlflow
+
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        cfg = dataclasses.asdict(cfg)
+    params = {k: _param_value(v) for k, v in flatten(redact(cfg)).items()}
+    mlflow.log_params(params)
+    return params
+
+
+def log_table(df: pd.DataFrame, name: str) -> str:
+    """Log ``df`` to the active run as the table artifact ``tables/<name>.json``; returns that path.
+
+    One fixed path per name, so ``mlflow.load_table(path, run_ids=...)`` stacks the same table across runs.
+    """
+    import mlflow
+
+    if not _TABLE_NAME.match(name):
+        raise ValueError(f"table name {name!r}: must be letters, digits, '_', '.', '-' (no slashes)")
+    artifact_file = f"{TABLES_DIR}/{name}.json"
+    mlflow.log_table(data=df, artifact_file=artifact_file)
+    return artifact_file

@@ -1,0 +1,103 @@
+"""FluxIR's training loss (paper section 3.3, eq. 7-10).
+
+With ``z0`` the clean latent, ``z1`` Gaussian noise and ``z_t = (1 - t) z0 + t z1`` (eq. 1):
+
+- eq. 7:  ``v_gt = z1 - z0``, the rectified-flow velocity target.
+- eq. 8:  ``L_MSE = ||v_p - v_gt||^2``, velocity regression in latent space.
+- eq. 9:  ``L_P = ||V_d(z0 + t v_p) - V_d(z0 + t v_gt)||_1``, an L1 loss between VAE decodings
+  (``V_d`` = VAE decoder), computed exactly as printed.
+- eq. 10: ``L = L_MSE + alpha L_P``, alpha = 1.
+
+Note on eq. 9 as printed: ``z0 + t v_gt = z0 + t (z1 - z0) = z_t``, the noisy input itself, and
+``z0 + t v_p`` is the latent the predicted velocity would give at the same point. The term therefore
+compares, in pixel space, where the prediction lands against the true ``z_t``; it is zero at t = 0 and
+largest at t = 1. (A clean-image estimate would be ``z_t - t v_p``; the paper does not print that, so it
+is not what this module computes.)
+
+Norms are means, not sums: ``L_MSE`` is the mean of squares over every latent element and ``L_P`` the
+mean absolute difference over every decoded pixel value, so alpha weighs two per-element averages and
+neither term scales with batch or image size.
+
+Latents are the VAE's scaled latents, ``(z - shift) * scale``, unpacked, shape (B, 16, h, w); ``v_p`` and
+``v_gt`` have the same layout and ``t`` is (B,), broadcast over the other dims. ``decode`` maps a scaled
+latent to an image; ``vae_decoder(vae)`` builds one that undoes the scaling first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Decode = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """The loss and its parts, each a 0-dim float32 tensor; ``pixel`` is 0 when the pixel loss is off."""
+
+    total: torch.Tensor
+    mse: torch.Tensor
+    pixel: torch.Tensor
+
+
+def velocity_target(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
+    """``v_gt = z1 - z0`` (eq. 7): from clean latent ``z0`` to noise ``z1``."""
+    return z1 - z0
+
+
+def vae_decoder(vae) -> Decode:
+    """A ``decode`` for :func:`fluxir_loss`: scaled latent -> image, undoing ``(z - shift) * scale`` first.
+
+    ``vae`` is a diffusers ``AutoencoderKL`` (its ``config.scaling_factor`` and ``config.shift_factor``).
+    """
+    scale = vae.config.scaling_factor
+    shift = vae.config.shift_factor or 0.0
+
+    def decode(latents: torch.Tensor) -> torch.Tensor:
+        return vae.decode((latents / scale + shift).to(vae.dtype)).sample
+
+    return decode
+
+
+def fluxir_loss(
+    v_pred: torch.Tensor,
+    v_target: torch.Tensor,
+    z0: torch.Tensor,
+    t: torch.Tensor,
+    decode: Decode | None = None,
+    alpha: float = 1.0,
+    pixel_loss: bool = True,
+) -> LossTerms:
+    """``L = L_MSE + alpha L_P`` (eq. 10) for predicted velocity ``v_pred`` and target ``v_target`` (eq. 7).
+
+    Gradients reach ``v_pred`` only: ``v_target``, ``z0`` and ``t`` are data and are detached, and the
+    target decoding runs without autograd. ``pixel_loss=False`` or ``alpha=0`` (the Table 3 "w/o L_P"
+    rows) returns the MSE alone and never calls ``decode``.
+    """
+    if v_pred.shape != v_target.shape or v_pred.shape != z0.shape:
+        raise ValueError(
+            f"v_pred {tuple(v_pred.shape)}, v_target {tuple(v_target.shape)} and z0 {tuple(z0.shape)} "
+            "must have the same shape"
+        )
+    if t.shape != (z0.shape[0],):
+        raise ValueError(f"t {tuple(t.shape)} must have shape (batch,) = ({z0.shape[0]},)")
+    if alpha < 0:
+        raise ValueError(f"alpha={alpha}: must be >= 0")
+
+    v_target, z0, t = v_target.detach(), z0.detach(), t.detach()
+    mse = (v_pred.float() - v_target.float()).square().mean()  # eq. 8
+    use_pixel = pixel_loss and alpha != 0
+    if not use_pixel:
+        zero = torch.zeros((), dtype=torch.float32, device=mse.device)
+        return LossTerms(total=mse, mse=mse, pixel=zero)
+    if decode is None:
+        raise ValueError("the pixel loss (eq. 9) needs a decode callable; pass pixel_loss=False to skip it")
+
+    t_b = t.to(z0.dtype).reshape(-1, *([1] * (z0.ndim - 1)))  # (B,) -> (B, 1, 1, 1)
+    x_pred = decode(z0 + t_b * v_pred.to(z0.dtype))  # eq. 9, first term
+    with torch.no_grad():
+        x_target = decode(z0 + t_b * v_target)  # eq. 9, second term; equals V_d(z_t)
+    pixel = (x_pred.float() - x_target.float()).abs().mean()
+    return LossTerms(total=mse + alpha * pixel, mse=mse, pixel=pixel)  # eq. 10

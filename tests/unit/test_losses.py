@@ -1,0 +1,123 @@
+"""FluxIR's loss (eq. 7-10): hand-computed values, the no-pixel-loss path, gradients, VAE scaling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fluxir.train.losses import LossTerms, fluxir_loss, vae_decoder, velocity_target
+
+
+def _tiny_batch():
+    # Two samples, one channel, 1x2 latents; t differs per sample to exercise broadcasting.
+    z0 = torch.tensor([[[[1.0, 2.0]]], [[[0.0, 0.0]]]])
+    v_gt = torch.tensor([[[[3.0, -1.0]]], [[[1.0, 1.0]]]])
+    v_p = torch.tensor([[[[2.0, 1.0]]], [[[1.0, -1.0]]]])
+    t = torch.tensor([0.5, 1.0])
+    return v_p, v_gt, z0, t
+
+
+def affine_decode(z: torch.Tensor) -> torch.Tensor:
+    return 2 * z + 1
+
+
+def test_loss_equals_hand_computed_value():
+    v_p, v_gt, z0, t = _tiny_batch()
+    terms = fluxir_loss(v_p, v_gt, z0, t, decode=affine_decode)
+    # eq. 8, mean of squares: errors (2-3, 1+1, 1-1, -1-1) -> (1 + 4 + 0 + 4) / 4 = 2.25
+    assert terms.mse.item() == pytest.approx(2.25)
+    # eq. 9, sample 1 (t=0.5): z0 + t v_p = (2, 2.5) -> decoded (5, 6); z0 + t v_gt = (2.5, 1.5) -> (6, 4)
+    #        sample 2 (t=1):   z0 + t v_p = (1, -1) -> (3, -1);   z0 + t v_gt = (1, 1) -> (3, 3)
+    # mean absolute difference: (1 + 2 + 0 + 4) / 4 = 1.75
+    assert terms.pixel.item() == pytest.approx(1.75)
+    assert terms.total.item() == pytest.approx(2.25 + 1.75)  # eq. 10, alpha = 1
+    half = fluxir_loss(v_p, v_gt, z0, t, decode=affine_decode, alpha=0.5)
+    assert half.total.item() == pytest.approx(2.25 + 0.5 * 1.75)
+    assert all(x.dtype == torch.float32 and x.ndim == 0 for x in (terms.total, terms.mse, terms.pixel))
+
+
+def test_pixel_term_compares_against_the_noisy_latent_as_printed():
+    # z0 + t v_gt = z0 + t (z1 - z0) = z_t: with v_p = v_gt both decodings equal V_d(z_t), so L_P = 0.
+    z0, z1 = torch.randn(2, 16, 4, 4), torch.randn(2, 16, 4, 4)
+    t = torch.tensor([0.3, 0.9])
+    v_gt = velocity_target(z0, z1)
+    torch.testing.assert_close(v_gt, z1 - z0)
+    seen = []
+
+    def spy(z):
+        seen.append(z.clone())
+        return z
+
+    terms = fluxir_loss(v_gt.clone(), v_gt, z0, t, decode=spy)
+    assert terms.pixel.item() == 0.0 and terms.mse.item() == 0.0
+    z_t = (1 - t.view(-1, 1, 1, 1)) * z0 + t.view(-1, 1, 1, 1) * z1
+    torch.testing.assert_close(seen[1], z_t)
+
+
+@pytest.mark.parametrize(("alpha", "pixel_loss"), [(0.0, True), (1.0, False)])
+def test_without_pixel_loss_it_is_the_mse_and_never_decodes(alpha, pixel_loss):
+    v_p, v_gt, z0, t = _tiny_batch()
+
+    def must_not_decode(z):
+        raise AssertionError("decoder called")
+
+    terms = fluxir_loss(v_p, v_gt, z0, t, decode=must_not_decode, alpha=alpha, pixel_loss=pixel_loss)
+    assert terms.total.item() == pytest.approx(2.25) and terms.mse.item() == pytest.approx(2.25)
+    assert terms.pixel.item() == 0.0
+    assert fluxir_loss(v_p, v_gt, z0, t, decode=None, pixel_loss=False).total.item() == pytest.approx(2.25)
+
+
+def test_gradients_reach_the_prediction_only():
+    v_p, v_gt, z0, t = (x.clone().requires_grad_(True) for x in _tiny_batch())
+    fluxir_loss(v_p, v_gt, z0, t, decode=affine_decode).total.backward()
+    assert v_gt.grad is None and z0.grad is None and t.grad is None
+    # d/dv_p of mean((v_p - v_gt)^2) = 2 (v_p - v_gt) / 4; of mean|2 t (v_p - v_gt)| = 2 t sign(.) / 4
+    diff = (v_p - v_gt).detach()
+    t_b = t.detach().view(-1, 1, 1, 1)
+    expected = 2 * diff / 4 + 2 * t_b * torch.sign(diff) / 4
+    torch.testing.assert_close(v_p.grad, expected)
+
+
+def test_missing_decoder_and_bad_shapes_are_errors():
+    v_p, v_gt, z0, t = _tiny_batch()
+    with pytest.raises(ValueError, match="needs a decode callable"):
+        fluxir_loss(v_p, v_gt, z0, t)
+    with pytest.raises(ValueError, match=r"t \(1,\) must have shape \(batch,\) = \(2,\)"):
+        fluxir_loss(v_p, v_gt, z0, t[:1], decode=affine_decode)
+    with pytest.raises(ValueError, match="must have the same shape"):
+        fluxir_loss(v_p[:1], v_gt, z0, t, decode=affine_decode)
+    with pytest.raises(ValueError, match="alpha=-1.0: must be >= 0"):
+        fluxir_loss(v_p, v_gt, z0, t, decode=affine_decode, alpha=-1.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_vae():
+    from fluxir.models.tiny import build_tiny_pipeline
+
+    return build_tiny_pipeline(0).vae
+
+
+def test_vae_decoder_undoes_the_latent_scaling(tiny_vae, monkeypatch):
+    scale, shift = tiny_vae.config.scaling_factor, tiny_vae.config.shift_factor
+    assert (scale, shift) == (0.3611, 0.1159)
+    inputs = []
+    real_decode = tiny_vae.decode
+
+    def spy(z, *args, **kwargs):
+        inputs.append(z.detach().clone())
+        return real_decode(z, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_vae, "decode", spy)
+    gen = torch.Generator().manual_seed(0)
+    z0, z1 = torch.randn(1, 16, 2, 2, generator=gen), torch.randn(1, 16, 2, 2, generator=gen)
+    v_gt = velocity_target(z0, z1)
+    v_p = torch.randn(1, 16, 2, 2, generator=gen, requires_grad=True)
+    t = torch.tensor([0.25])
+    terms = fluxir_loss(v_p, v_gt, z0, t, decode=vae_decoder(tiny_vae))
+
+    assert len(inputs) == 2
+    torch.testing.assert_close(inputs[0], (z0 + 0.25 * v_p.detach()) / scale + shift)
+    torch.testing.assert_close(inputs[1], (z0 + 0.25 * v_gt) / scale + shift)
+    assert terms.pixel.item() > 0 and isinstance(terms, LossTerms)
+    terms.total.backward()
+    assert v_p.grad is not None and v_p.grad.abs().sum() > 0  # through the decoder into v_p
