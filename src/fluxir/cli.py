@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("fluxir.stages.generate", "Generate images with FLUX (or SDXL), or ingest a folder of real photos."),
     "score": ("fluxir.stages.score", "Score every generated image with no-reference IQA metrics (pyiqa)."),
     "filter": ("fluxir.stages.filter", "Keep images in the top keep_quantile of every IQA metric."),
+    "degrade": ("fluxir.stages.degrade", "Make (HQ crop, LQ) training pairs with Real-ESRGAN degradation."),
     "restore": ("fluxir.restore", "Restore an image or a folder of images with a trained FluxIR adapter."),
     "params": ("fluxir.models.param_count", "Count FluxIR adapter parameters at a base's shape vs Table 2."),
 }
@@ -26,11 +27,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from fluxir.config import ConfigError
+    from fluxir.data.manifest import ManifestError
     from fluxir.models.adapter import AdapterMismatchError
     from fluxir.models.flux import ModelNotFoundError
     from fluxir.restore import RestoreError
+    from fluxir.stages.score import MissingWeightsError
 
-    return (ConfigError, ModelNotFoundError, RestoreError, AdapterMismatchError)
+    return (ConfigError, ModelNotFoundError, RestoreError, AdapterMismatchError, ManifestError, MissingWeightsError)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -1,1 +1,68 @@
-"""Pipeline stages: each module has a pure core and a thin `main()` (`python -m fluxir.stages.<name>`)."""
+"""Pipeline stages: generate -> score -> filter -> degrade -> train -> benchmark.
+
+Each stage is one module with a pure core (testable without files or params) and a thin entry point.
+The same entry point serves three callers:
+
+    python -m fluxir.stages.<name> [--params params.yaml] [--set key=value ...]   (dvc.yaml)
+    fluxir <name> [...]                                                            (users)
+    fluxir.stages.<name>.run(args)                                                 (flows, tests)
+
+Every stage reads its inputs through a validated manifest and writes images plus a validated
+``manifest.parquet`` under ``data/<stage>/``; reports go under ``reports/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from fluxir.config import Config, load_config, parse_override
+
+REPORTS = Path("reports")
+"""Root of stage reports (relative to the working directory, the project root under DVC)."""
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--params PATH`` and repeatable ``--set key=value`` overrides (e.g. ``--set generate.num_images=16``)."""
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. generate.num_images=16 (repeatable; values are YAML)",
+    )
+
+
+def load_stage_config(args: argparse.Namespace) -> Config:
+    """Load and validate the params file with the ``--set`` overrides applied."""
+    overrides = dict(parse_override(text) for text in args.overrides)
+    return load_config(args.params, overrides)
+
+
+def setup_logging() -> None:
+    """Show the project's INFO lines on stderr; libraries stay at their own (WARNING) level."""
+    logger = logging.getLogger("fluxir")
+    logger.setLevel(logging.INFO)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+        logger.addHandler(handler)
+    # Our own tqdm bar shows progress; the libraries' loading bars would interleave with it.
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+def stage_main(name: str, argv: list[str] | None = None) -> int:
+    """``python -m fluxir.stages.<name>``: the same parsing and one-line user errors as ``fluxir <name>``."""
+    from fluxir.cli import main
+
+    return main([name, *(sys.argv[1:] if argv is None else argv)])

@@ -1,0 +1,221 @@
+"""Image files in and out: safe decoding to RGB uint8, conversions, atomic writes, content hashes.
+
+Every image the project reads goes through :func:`load_rgb` (or :func:`decode_image`), which either
+returns an ``H x W x 3`` uint8 array or raises :class:`ImageDecodeError` with a short reason. Files a
+photo folder really contains are converted when that is sensible:
+
+  grayscale (L, 1, I;16)      replicated to three channels
+  16-bit (I;16, 48-bit RGB)   scaled to 8 bits
+  CMYK, YCbCr, palette        converted by Pillow
+  RGBA, LA, palette + alpha   alpha-composited over white (fully opaque alpha is simply dropped)
+  EXIF orientation            applied, so the array is the image as a viewer shows it
+
+and rejected otherwise (0-byte, not an image, truncated, corrupt, floating-point, too large).
+
+Writes are atomic: the encoded bytes go to a temp file in the destination folder, then ``os.replace``
+moves it into place, so a killed process leaves either the old file, the new file, or a stray temp
+file (removed by :func:`remove_partial_writes`), never a half-written image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+_TMP_SUFFIX = ".tmp"
+_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+JPEG_QUALITY = 95
+"""Quality for JPEG outputs (4:4:4 chroma, so colour edges survive)."""
+
+
+class ImageDecodeError(ValueError):
+    """A file that cannot be read as an image; ``str(exc)`` is a short reason, e.g. 'empty file'."""
+
+
+class Decoded(NamedTuple):
+    """A decoded image and what it was before conversion."""
+
+    rgb: np.ndarray
+    """H x W x 3 uint8 array."""
+    mode: str
+    """Pillow mode of the file ('RGB', 'CMYK', 'I;16', ...)."""
+    format: str
+    """Container format Pillow recognised ('PNG', 'JPEG', ...)."""
+    note: str
+    """What conversion was applied ('' when none), e.g. 'CMYK -> RGB'."""
+
+
+@contextlib.contextmanager
+def _strict_pillow() -> Iterator[None]:
+    # Some libraries set LOAD_TRUNCATED_IMAGES globally, which makes Pillow fill a truncated image with
+    # grey instead of failing; decoding here must always fail on truncation.
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _composite_on_white(im: Image.Image) -> tuple[Image.Image, str]:
+    rgba = im.convert("RGBA")
+    alpha = np.asarray(rgba)[..., 3]
+    if alpha.min() == 255:
+        return rgba.convert("RGB"), f"{im.mode} -> RGB (opaque alpha dropped)"
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB"), f"{im.mode} -> RGB (alpha on white)"
+
+
+def _to_rgb(im: Image.Image) -> tuple[np.ndarray, str]:
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im), ""
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit grayscale (PNG/TIFF). Pillow's own convert('L') clips instead of scaling.
+        wide = np.asarray(im).astype(np.float64)
+        if wide.max(initial=0) > 65535 or wide.min(initial=0) < 0:
+            raise ImageDecodeError(f"unsupported {mode} image with values outside 0..65535")
+        gray = np.round(wide / 257.0).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2), f"{mode} -> RGB (16-bit scaled to 8)"
+    if mode == "F":
+        raise ImageDecodeError("unsupported floating-point (mode F) image")
+    if mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in im.info):
+        rgb, note = _composite_on_white(im)
+        return np.asarray(rgb), note
+    try:
+        return np.asarray(im.convert("RGB")), f"{mode} -> RGB"
+    except (ValueError, OSError) as exc:
+        raise ImageDecodeError(f"cannot convert mode {mode} to RGB ({exc})") from exc
+
+
+def decode_image(data: bytes) -> Decoded:
+    """Decode encoded image bytes to RGB uint8; raise ImageDecodeError with a short reason."""
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    with _strict_pillow():
+        try:
+            im = Image.open(io.BytesIO(data))
+        except Image.UnidentifiedImageError as exc:
+            raise ImageDecodeError("not an image (unrecognised format)") from exc
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageDecodeError(f"too large ({exc})") from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageDecodeError(f"unreadable header ({exc})") from exc
+        fmt, mode = im.format or "?", im.mode
+        try:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageDecodeError(f"too large ({exc})") from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageDecodeError(f"truncated or corrupt {fmt} ({exc})") from exc
+    rgb, note = _to_rgb(im)
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ImageDecodeError(f"decoded to an unexpected shape {rgb.shape}")
+    return Decoded(rgb, mode, fmt, note)
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as an H x W x 3 uint8 RGB array; raise ImageDecodeError with a short reason."""
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError as exc:
+        raise ImageDecodeError("is a directory") from exc
+    return decode_image(data).rgb
+
+
+# ----------------------------------------------------------------------------------------------
+# Conversions
+
+
+def to_float01(rgb: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [0, 1]."""
+    if rgb.dtype != np.uint8:
+        raise TypeError(f"expected uint8, got {rgb.dtype}")
+    return rgb.astype(np.float32) / 255.0
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """float [0, 1] -> uint8, rounding to nearest (as diffusers' numpy_to_pil); values are clipped first."""
+    return np.round(np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing and hashing
+
+
+def encode_image(rgb: np.ndarray, fmt: str = "PNG") -> bytes:
+    """Encode an H x W x 3 uint8 array (or H x W gray) to PNG/JPEG/WEBP bytes."""
+    arr = np.asarray(rgb)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
+        raise ValueError(f"expected an H x W x 3 uint8 array, got {arr.dtype} {arr.shape}")
+    buf = io.BytesIO()
+    im = Image.fromarray(arr)
+    if fmt == "JPEG":
+        im.save(buf, format=fmt, quality=JPEG_QUALITY, subsampling=0)
+    elif fmt == "WEBP":
+        im.save(buf, format=fmt, lossless=True)
+    else:
+        im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not land before the bytes (power loss, not SIGKILL)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_image_atomic(path: str | os.PathLike, rgb: np.ndarray) -> str:
+    """Encode ``rgb`` by the file suffix (.png, .jpg, .webp), write it atomically, return its sha256 hex."""
+    path = Path(path)
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unsupported image suffix; use one of {', '.join(_FORMATS)}")
+    data = encode_image(rgb, fmt)
+    write_bytes_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_size):
+            h.update(block)
+    return h.hexdigest()
+
+
+def remove_partial_writes(folder: str | os.PathLike) -> int:
+    """Delete temp files an interrupted atomic write left under ``folder``; return how many."""
+    removed = 0
+    for tmp in Path(folder).rglob(f".*{_TMP_SUFFIX}"):
+        if tmp.is_file():
+            tmp.unlink()
+            removed += 1
+    return removed

@@ -1,0 +1,78 @@
+"""Stage manifests: one pandas DataFrame per stage output, stored as Parquet.
+
+A manifest has one row per image. Its ``path`` column is absolute in memory and stored relative to
+the manifest's own folder on disk, so a data folder can move (or be checked out by DVC elsewhere)
+without rewriting manifests. ``DataFrame.attrs`` round-trip through the Parquet metadata; stages use
+them for facts about the whole table (``kind``, the metrics and their directions).
+
+Writes are atomic (temp file in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from fluxir.data.images import write_bytes_atomic
+
+MANIFEST_NAME = "manifest.parquet"
+PATH_COLUMN = "path"
+FILE_COLUMNS = (PATH_COLUMN, "hq_path", "lq_path")
+"""Columns holding files of the stage's own output (a pair has two), stored relative to the manifest.
+Other path-like columns (e.g. ``origin_path``, relative to an ingested folder) are kept as they are."""
+
+
+def path_columns(df: pd.DataFrame) -> list[str]:
+    """The columns of ``df`` that hold stage files (see FILE_COLUMNS)."""
+    return [c for c in FILE_COLUMNS if c in df.columns]
+
+
+def shard_relpath(index: int, shard_size: int, image_format: str = "png") -> str:
+    """Where image ``index`` lives inside a stage's folder, e.g. ``shard_002/0000017.png``."""
+    return f"shard_{index // shard_size:03d}/{index:07d}.{image_format}"
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, unreadable or invalid; the message is one line."""
+
+
+def _absolute(path: str | os.PathLike) -> Path:
+    # absolute() rather than resolve(): keep symlinked data folders as the user named them.
+    return Path(os.path.normpath(Path(path).absolute()))
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a Parquet manifest; its path columns come back as absolute paths (str)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found; run the stage that writes it first")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a damaged file
+        raise ManifestError(f"{path}: not a readable Parquet manifest ({type(exc).__name__}: {exc})") from exc
+    df = df.reset_index(drop=True)
+    base = _absolute(path).parent
+    for column in path_columns(df):
+        df[column] = [None if pd.isna(p) else str(_absolute(base / p)) for p in df[column]]
+    return df
+
+
+def write_manifest(df: pd.DataFrame, path: str | os.PathLike, kind: str | None = None) -> Path:
+    """Write ``df`` to ``path`` atomically; path columns are stored relative to the manifest's folder.
+
+    ``kind`` (e.g. 'generate') is recorded in ``df.attrs['kind']``; other attrs are kept as they are.
+    """
+    path = Path(path)
+    out = df.reset_index(drop=True).copy()
+    out.attrs = dict(df.attrs)
+    if kind is not None:
+        out.attrs["kind"] = kind
+    base = _absolute(path).parent
+    for column in path_columns(out):
+        out[column] = [None if pd.isna(p) else os.path.relpath(_absolute(p), base) for p in out[column]]
+    buf = io.BytesIO()
+    out.to_parquet(buf, index=False)
+    return write_bytes_atomic(path, buf.getvalue())

@@ -1,0 +1,591 @@
+"""Stage generate: FluxGen step 1, acquire high-quality images (paper section 3.1).
+
+Sources (``generate.source``):
+  flux     FluxPipeline from ``model.base`` (the tiny model by default; FLUX.1-dev by id or folder).
+           Paper settings: empty prompt, 1024x768, guidance 4, 20 steps.
+  sdxl     stabilityai/stable-diffusion-xl-base-1.0 (the Table 4 ablation); any other value is taken
+           as a diffusers text-to-image pipeline id or folder.
+  folder   ingest real photos from ``generate.input_dir`` (DIV2K, LSDIR, ...): recursive,
+           de-duplicated by content hash, odd files converted or rejected with a reason.
+
+Image k uses seed ``seed + k`` and prompt ``k mod len(prompts)``; text embeddings are computed once
+per distinct prompt. Batches are aligned to multiples of ``batch_size``, so a rerun after a crash
+recomputes exactly the batches of an uninterrupted run and writes only the missing files.
+
+Layout of ``out_dir``:
+  shard_000/0000000.png ...  image k lives in shard k // shard_size
+  manifest.parquet           one row per image (validated, kind 'generate')
+  rejected.parquet           files the 'folder' source skipped, with the reason (kind 'rejected')
+  run.json                   the settings the images were made with; a rerun with others stops
+  .progress*.parquet         rows so far (checkpoints; removed once the manifest is written)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from fluxir.config import Config, ConfigError, GenerateConfig
+from fluxir.data.images import encode_image, remove_partial_writes, sha256_file, to_uint8, write_bytes_atomic
+from fluxir.data.ingest import FILE_FORMATS, ingest_folder
+from fluxir.data.manifest import MANIFEST_NAME, read_manifest, shard_relpath, write_manifest
+from fluxir.data.validate import validate_manifest
+from fluxir.stages import REPORTS, add_common_arguments, load_stage_config, setup_logging, stage_main
+
+log = logging.getLogger(__name__)
+
+FLUX, FOLDER, SDXL = "flux", "folder", "sdxl"
+SDXL_ID = "stabilityai/stable-diffusion-xl-base-1.0"
+REJECTED_NAME = "rejected.parquet"
+RUN_RECORD = "run.json"
+
+
+class Render(Protocol):
+    """Text-to-image batch call: one prompt and one seed per image -> B x H x W x 3 uint8."""
+
+    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray: ...
+
+
+def read_prompts(cfg: GenerateConfig) -> list[str]:
+    """The prompt list: the lines of ``prompts_file`` (blank lines skipped), else ``[prompt]``."""
+    if not cfg.prompts_file:
+        return [cfg.prompt]
+    path = Path(cfg.prompts_file)
+    if not path.is_file():
+        raise ConfigError(f"generate.prompts_file={cfg.prompts_file!r}: file not found")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ConfigError(f"generate.prompts_file={cfg.prompts_file!r}: has no prompts (one per line)")
+    return prompts
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _mtime(path: Path) -> datetime:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
+# ----------------------------------------------------------------------------------------------
+# Core: text-to-image generation of an index range
+
+
+def generate_images(
+    render: Render,
+    out_dir: Path,
+    *,
+    num_images: int,
+    seed: int,
+    prompts: Sequence[str],
+    batch_size: int,
+    shard_size: int,
+    image_format: str = "png",
+    start: int = 0,
+    count: int | None = None,
+    known: dict[str, dict[str, Any]] | None = None,
+    meta: dict[str, Any] | None = None,
+    checkpoint: Callable[[list[dict[str, Any]]], None] | None = None,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], int]:
+    """Make images ``start .. start+count-1`` (clipped to ``num_images``) that are not on disk yet.
+
+    Returns ``(rows, made)``: one manifest row per image of the range, whether made now or found on
+    disk, and how many were made now. An image on disk keeps its row from ``known`` (keyed by path)
+    or, without one, is hashed. ``meta`` is merged into every new row (source, model, width, height).
+    ``checkpoint(rows)`` is called after every ``shard_size`` new images.
+
+    Batches cover ``[b * batch_size, (b + 1) * batch_size)``; a batch with any missing image is
+    rendered whole and only its missing images are written, so every image comes out of the same
+    batch as in an uninterrupted run (batched and single-image outputs can differ in the last bit).
+    """
+    known = known or {}
+    meta = meta or {}
+    stop = num_images if count is None else min(num_images, start + count)
+    path_of = {k: out_dir / shard_relpath(k, shard_size, image_format) for k in range(start, stop)}
+    missing = {k for k, p in path_of.items() if not p.is_file()}
+    fmt = FILE_FORMATS[image_format]
+
+    def row(k: int, sha: str | None, created: datetime | None) -> dict[str, Any]:
+        path = path_of[k]
+        old = known.get(str(path))
+        if sha is None and old is not None:
+            return old
+        return {
+            "id": f"{k:07d}",
+            "index": k,
+            "path": str(path),
+            "seed": seed + k,
+            "prompt": prompts[k % len(prompts)],
+            "sha256": sha if sha is not None else sha256_file(path),
+            "created_at": created if created is not None else _mtime(path),
+            "origin_path": None,
+            "origin_sha256": None,
+            "note": "",
+            **meta,
+        }
+
+    rows: list[dict[str, Any]] = []
+    since_checkpoint = 0
+    bar = tqdm(total=len(missing), unit="img", desc="generate", disable=not progress or not missing)
+    for b in range(start // batch_size, math.ceil(stop / batch_size) if stop > start else 0):
+        members = list(range(b * batch_size, min((b + 1) * batch_size, num_images)))
+        todo = [k for k in members if k in missing]
+        made: dict[int, str] = {}
+        if todo:
+            images = render([prompts[k % len(prompts)] for k in members], [seed + k for k in members])
+            for k, image in zip(members, images, strict=True):
+                if k in missing:
+                    data = encode_image(image, fmt)
+                    write_bytes_atomic(path_of[k], data)
+                    made[k] = hashlib.sha256(data).hexdigest()
+            bar.update(len(todo))
+            since_checkpoint += len(todo)
+        created = _now()
+        rows += [row(k, made.get(k), created if k in made else None) for k in members if start <= k < stop]
+        if checkpoint is not None and since_checkpoint >= shard_size:
+            checkpoint(rows)
+            since_checkpoint = 0
+    bar.close()
+    return rows, len(missing)
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+
+
+class FluxRender:
+    """FluxPipeline batch renderer; text embeddings are computed once per distinct prompt and reused."""
+
+    def __init__(self, pipe: Any, cfg: GenerateConfig, max_sequence_length: int = 512) -> None:
+        self.pipe, self.cfg, self.max_sequence_length = pipe, cfg, max_sequence_length
+        self.embeddings: dict[str, tuple[Any, Any]] = {}
+        self.encode_calls = 0
+
+    def _embed(self, prompt: str) -> tuple[Any, Any]:
+        if prompt not in self.embeddings:
+            import torch
+
+            with torch.no_grad():
+                prompt_embeds, pooled, _ = self.pipe.encode_prompt(
+                    prompt=prompt,
+                    prompt_2=None,
+                    device=self.pipe._execution_device,
+                    max_sequence_length=self.max_sequence_length,
+                )
+            self.embeddings[prompt] = (prompt_embeds, pooled)
+            self.encode_calls += 1
+        return self.embeddings[prompt]
+
+    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        import torch
+
+        embeds = [self._embed(p) for p in prompts]
+        # CPU generators: the initial noise of image k is the same on every device.
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        out = self.pipe(
+            prompt_embeds=torch.cat([e[0] for e in embeds]),
+            pooled_prompt_embeds=torch.cat([e[1] for e in embeds]),
+            height=self.cfg.height,
+            width=self.cfg.width,
+            num_inference_steps=self.cfg.num_inference_steps,
+            guidance_scale=self.cfg.guidance_scale,
+            generator=generators,
+            max_sequence_length=self.max_sequence_length,
+            output_type="np",
+        )
+        return to_uint8(out.images)
+
+
+class DiffusersRender:
+    """Any diffusers text-to-image pipeline; SDXL's text embeddings are cached per prompt too."""
+
+    def __init__(self, pipe: Any, cfg: GenerateConfig) -> None:
+        from diffusers import StableDiffusionXLPipeline
+
+        self.pipe, self.cfg = pipe, cfg
+        self.is_sdxl = isinstance(pipe, StableDiffusionXLPipeline)
+        self.embeddings: dict[str, tuple[Any, ...]] = {}
+
+    def _embed(self, prompt: str) -> tuple[Any, ...]:
+        if prompt not in self.embeddings:
+            import torch
+
+            with torch.no_grad():
+                self.embeddings[prompt] = tuple(
+                    self.pipe.encode_prompt(
+                        prompt=prompt,
+                        device=self.pipe._execution_device,
+                        num_images_per_prompt=1,
+                        do_classifier_free_guidance=self.cfg.guidance_scale > 1,
+                    )
+                )
+        return self.embeddings[prompt]
+
+    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        import torch
+
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        kwargs: dict[str, Any] = {}
+        if self.is_sdxl:
+            names = (
+                "prompt_embeds",
+                "negative_prompt_embeds",
+                "pooled_prompt_embeds",
+                "negative_pooled_prompt_embeds",
+            )
+            embeds = [self._embed(p) for p in prompts]
+            for i, name in enumerate(names):
+                if embeds[0][i] is not None:
+                    kwargs[name] = torch.cat([e[i] for e in embeds])
+        else:  # generic pipelines: no common embedding API, so prompts go in as text
+            kwargs["prompt"] = list(prompts)
+        out = self.pipe(
+            height=self.cfg.height,
+            width=self.cfg.width,
+            num_inference_steps=self.cfg.num_inference_steps,
+            guidance_scale=self.cfg.guidance_scale,
+            generator=generators,
+            output_type="np",
+            **kwargs,
+        )
+        return to_uint8(out.images)
+
+
+def load_text_to_image(model_id: str, torch_dtype: Any, device: Any) -> Any:
+    """Load a diffusers text-to-image pipeline by hub id or folder; a clear error when it is not there."""
+    from diffusers import AutoPipelineForText2Image
+
+    from fluxir.models.flux import ModelNotFoundError
+
+    local = Path(model_id).expanduser()
+    if local.exists() or model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
+        if not local.is_dir():
+            raise ModelNotFoundError(
+                f"generate.source={model_id!r}: no such pipeline folder; use 'flux', 'sdxl', 'folder', "
+                "a diffusers hub id (owner/name) or a local diffusers pipeline folder"
+            )
+        model_id = str(local)
+    try:
+        pipe = AutoPipelineForText2Image.from_pretrained(model_id, dtype=torch_dtype)
+    except OSError as exc:
+        raise ModelNotFoundError(
+            f"generate.source: could not load the text-to-image pipeline {model_id!r}: not in the local "
+            f"Hugging Face cache and the hub is unreachable ({type(exc).__name__}); run "
+            f"`huggingface-cli download {model_id}` where the hub is reachable, or pass a local folder"
+        ) from exc
+    except ValueError as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ModelNotFoundError(
+            f"generate.source: {model_id!r} does not load as a diffusers text-to-image pipeline ({reason})"
+        ) from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+class LazyRender:
+    """Builds the renderer on first use, so a rerun with every image on disk never loads a model."""
+
+    def __init__(self, factory: Callable[[], Render]) -> None:
+        self.factory, self.render = factory, None
+        self.load_seconds = 0.0
+
+    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        if self.render is None:
+            t0 = time.perf_counter()
+            self.render = self.factory()
+            self.load_seconds = time.perf_counter() - t0
+        return self.render(prompts, seeds)
+
+
+def model_id(cfg: Config) -> str:
+    """What the images come from, as recorded in the manifest's ``model`` column."""
+    src = cfg.generate.source
+    if src == FLUX:
+        return cfg.model.base
+    if src == FOLDER:
+        return cfg.generate.input_dir
+    return SDXL_ID if src == SDXL else src
+
+
+def make_render(cfg: Config) -> Render:
+    """The renderer for ``generate.source`` (flux, sdxl or a diffusers id); models load on first use."""
+    from fluxir.models.flux import DTYPES, TINY, load_flux, pick_device, resolve_base
+
+    dtype, device = DTYPES[cfg.model.dtype], pick_device(cfg.model.device)
+    if cfg.generate.source == FLUX:
+        path = resolve_base(cfg.model.base, cfg.model.tiny_dir) if cfg.model.base == TINY else cfg.model.base
+
+        def flux() -> Render:
+            pipe = load_flux(path, torch_dtype=dtype, device=device)
+            pipe.set_progress_bar_config(disable=True)
+            return FluxRender(pipe, cfg.generate, cfg.model.max_sequence_length)
+
+        return LazyRender(flux)
+    return LazyRender(lambda: DiffusersRender(load_text_to_image(model_id(cfg), dtype, device), cfg.generate))
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage
+
+
+def run_record(cfg: Config, prompts: Sequence[str]) -> dict[str, Any]:
+    """The settings that decide what the images are; a rerun must match them (num_images may grow)."""
+    g = cfg.generate
+    common = {
+        "source": g.source,
+        "model": model_id(cfg),
+        "shard_size": g.shard_size,
+        "image_format": g.image_format,
+    }
+    if g.source == FOLDER:
+        return common | {"min_short_side": g.min_short_side, "min_long_side": g.min_long_side}
+    record = common | {
+        "width": g.width,
+        "height": g.height,
+        "num_inference_steps": g.num_inference_steps,
+        "guidance_scale": g.guidance_scale,
+        "seed": g.seed,
+        "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
+        "dtype": cfg.model.dtype,
+        "max_sequence_length": cfg.model.max_sequence_length,
+    }
+    if g.source == FLUX and cfg.model.base == "tiny":
+        record["tiny_seed"] = cfg.model.tiny_seed
+    return record
+
+
+def check_run_record(out_dir: Path, record: dict[str, Any]) -> None:
+    """Write ``run.json`` on first use; later, stop if the settings differ from those on disk."""
+    path = out_dir / RUN_RECORD
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = [
+            f"{k}: {old.get(k)!r} -> {record.get(k)!r}"
+            for k in sorted(set(old) | set(record))
+            if old.get(k) != record.get(k)
+        ]
+        if diff:
+            raise ConfigError(
+                f"{out_dir} holds images made with other settings ({'; '.join(diff)}); "
+                f"delete {out_dir} or set generate.out_dir to a new folder"
+            )
+        return
+    write_bytes_atomic(path, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def _load_known(out_dir: Path) -> list[dict[str, Any]]:
+    """Rows from the manifest and checkpoints of earlier runs whose image file is still there."""
+    frames = [
+        read_manifest(p)
+        for p in [out_dir / MANIFEST_NAME, *sorted(out_dir.glob(".progress*.parquet"))]
+        if p.is_file()
+    ]
+    rows: dict[str, dict[str, Any]] = {}
+    for df in frames:
+        for r in df.to_dict("records"):
+            if isinstance(r.get("path"), str) and os.path.isfile(r["path"]):
+                rows[r["path"]] = {k: (None if _isna(v) else v) for k, v in r.items()}
+    return list(rows.values())
+
+
+def _isna(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT
+
+
+def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Manifest rows -> DataFrame sorted by index, with stable dtypes (nullable seed, UTC timestamps)."""
+    columns = [
+        "id", "index", "path", "source", "model", "seed", "prompt", "width", "height",
+        "sha256", "created_at", "origin_path", "origin_sha256", "note",
+    ]  # fmt: skip
+    df = pd.DataFrame(rows, columns=columns)
+    df["index"] = df["index"].astype("int64")
+    df["seed"] = df["seed"].astype("Int64")
+    df["width"] = df["width"].astype("int64")
+    df["height"] = df["height"].astype("int64")
+    df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
+    for col in ("origin_path", "origin_sha256"):
+        df[col] = df[col].astype(object).where(df[col].notna(), None)
+    return df.sort_values("index", kind="stable").reset_index(drop=True)
+
+
+def _progress_name(start: int, count: int | None) -> str:
+    return ".progress.parquet" if count is None and start == 0 else f".progress-{start}-{count}.parquet"
+
+
+def _source_kind(source: str) -> str:
+    """The manifest's ``source`` column: 'flux', 'folder', or 'diffusers' for any other pipeline."""
+    return source if source in (FLUX, FOLDER) else "diffusers"
+
+
+def _ingest(
+    cfg: Config,
+    out_dir: Path,
+    known_rows: list[dict[str, Any]],
+    checkpoint: Callable[[list[dict[str, Any]]], None],
+    progress: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    g = cfg.generate
+    input_dir = Path(g.input_dir)
+    if not input_dir.is_dir():
+        raise ConfigError(f"generate.input_dir={g.input_dir!r}: folder not found")
+    by_origin = {r["origin_sha256"]: r for r in known_rows if r.get("origin_sha256")}
+    rows, rejected = ingest_folder(
+        input_dir,
+        out_dir,
+        shard_size=g.shard_size,
+        image_format=g.image_format,
+        min_short_side=g.min_short_side,
+        min_long_side=g.min_long_side,
+        workers=g.workers,
+        known=by_origin,
+        meta={"source": FOLDER, "model": g.input_dir},
+        checkpoint=checkpoint,
+        progress=progress,
+    )
+    return rows, rejected, sum(1 for r in rows if r["origin_sha256"] not in by_origin)
+
+
+def run_generate(
+    cfg: Config, start: int = 0, count: int | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Run the stage; with ``start``/``count`` only that index range is made and no manifest is written.
+
+    Returns the summary written to ``reports/generate/summary.json`` (or, for a range, the counts).
+    """
+    g = cfg.generate
+    out_dir = Path(g.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stale = remove_partial_writes(out_dir)
+    if stale:
+        log.info("removed %d partial writes left by an interrupted run", stale)
+    prompts = read_prompts(g) if g.source != FOLDER else [""]
+    check_run_record(out_dir, run_record(cfg, prompts))
+    known_rows = _load_known(out_dir)
+    progress_path = out_dir / _progress_name(start, count)
+
+    def checkpoint(rows: list[dict[str, Any]]) -> None:
+        write_manifest(rows_to_frame(rows), progress_path, kind="generate-progress")
+
+    t0 = time.perf_counter()
+    rejected: list[dict[str, Any]] = []
+    load_seconds = 0.0
+    if g.source == FOLDER:
+        rows, rejected, made = _ingest(cfg, out_dir, known_rows, checkpoint, progress)
+    else:
+        render = make_render(cfg)
+        rows, made = generate_images(
+            render,
+            out_dir,
+            num_images=g.num_images,
+            seed=g.seed,
+            prompts=prompts,
+            batch_size=g.batch_size,
+            shard_size=g.shard_size,
+            image_format=g.image_format,
+            start=start,
+            count=count,
+            known={r["path"]: r for r in known_rows},
+            meta={
+                "source": _source_kind(g.source),
+                "model": model_id(cfg),
+                "width": g.width,
+                "height": g.height,
+            },
+            checkpoint=checkpoint,
+            progress=progress,
+        )
+        load_seconds = getattr(render, "load_seconds", 0.0)
+    seconds = time.perf_counter() - t0
+    work_seconds = seconds - load_seconds  # the rate excludes loading the model
+    summary: dict[str, Any] = {
+        "source": g.source,
+        "model": model_id(cfg),
+        "images": len(rows),
+        "made_now": made,
+        "seconds": round(seconds, 3),
+        "model_load_seconds": round(load_seconds, 3),
+        "images_per_second": round(made / work_seconds, 3) if made and work_seconds > 0 else None,
+    }
+    if count is not None or start > 0:
+        checkpoint(rows)
+        log.info(
+            "generated range %d..%d: %d images now; run without --start/--count to write the manifest",
+            start,
+            start + len(rows) - 1,
+            made,
+        )
+        return summary
+
+    df = rows_to_frame(rows)
+    reports = REPORTS / "validation" / "generate"
+    validate_manifest(df, "generate", reports, source=out_dir / MANIFEST_NAME, name="manifest")
+    write_manifest(df, out_dir / MANIFEST_NAME, kind="generate")
+    rejected_df = pd.DataFrame(rejected, columns=["path", "reason", "sha256"])
+    validate_manifest(rejected_df, "rejected", reports, source=out_dir / REJECTED_NAME, name="rejected")
+    write_manifest(rejected_df, out_dir / REJECTED_NAME, kind="rejected")
+    for p in out_dir.glob(".progress*.parquet"):
+        p.unlink()
+    summary["rejected"] = len(rejected)
+    summary["rejected_by_reason"] = dict(Counter(re.split(r" \(|:| of ", r["reason"])[0] for r in rejected))
+    summary["note"] = (
+        "tiny random-weight model: plumbing only, not quality"
+        if cfg.model.base == "tiny" and g.source == FLUX
+        else ""
+    )
+    write_bytes_atomic(REPORTS / "generate" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    log.info(
+        "generate: %d images in %s (%d made now, %.2f img/s), %d files rejected",
+        len(rows), out_dir, made, summary["images_per_second"] or 0.0, len(rejected),
+    )  # fmt: skip
+    for r in rejected:
+        log.info("rejected %s: %s", r["path"], r["reason"])
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--start", type=int, default=0, help="first image index of a partial run (for workers)"
+    )
+    parser.add_argument(
+        "--count", type=int, default=None, help="images in a partial run; no manifest is written"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging()
+    cfg = load_stage_config(args)
+    if args.start < 0 or (args.count is not None and args.count < 1):
+        raise ConfigError(f"--start={args.start} --count={args.count}: need start >= 0 and count >= 1")
+    run_generate(cfg, start=args.start, count=args.count, progress=not args.no_progress)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("generate", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""Shared fixtures: the tiny FLUX model, real photos from scikit-image, and a folder of awkward files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight FLUX pipeline (seed 0) saved in diffusers format, once per session."""
+    from fluxir.models.tiny import save_tiny_pipeline
+
+    return save_tiny_pipeline(tmp_path_factory.mktemp("models") / "tiny-flux", seed=0)
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real photos shipped with scikit-image (sizes W x H), in nested folders, as PNG and JPEG."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("photos")
+    (root / "nature" / "cats").mkdir(parents=True)
+    Image.fromarray(data.astronaut()).save(root / "astronaut.png")  # 512 x 512
+    Image.fromarray(data.coffee()).save(root / "nature" / "coffee.jpg", quality=95)  # 600 x 400
+    Image.fromarray(data.chelsea()).save(root / "nature" / "cats" / "chelsea.png")  # 451 x 300
+    Image.fromarray(data.rocket()).save(root / "rocket.jpg", quality=95)  # 640 x 427
+    return root
+
+
+@pytest.fixture(scope="session")
+def awkward_rgb() -> np.ndarray:
+    """The 64 x 96 RGB crop of scikit-image's astronaut every file of ``awkward_dir`` is made from."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[100:164, 150:246])
+
+
+def _encoded(rgb: np.ndarray, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def awkward_dir(tmp_path_factory: pytest.TempPathFactory, awkward_rgb: np.ndarray) -> dict[str, Path]:
+    """One file per awkward case a real photo folder holds (64 x 96 unless tiny); name -> path.
+
+    Converted: cmyk.jpg, gray16.png, rgb16.png, rgba.png, gray.png, palette.png, good.png.
+    Rejected:  corrupt.png, truncated.jpg, truncated.png, empty.png, text.png, tiny.png, zz-copy.png
+    (same bytes as good.png).
+    """
+    import cv2
+
+    root = tmp_path_factory.mktemp("awkward")
+    rgb = awkward_rgb
+    gray = (rgb.mean(axis=2)).astype(np.uint8)
+    files: dict[str, bytes] = {}
+    files["good.png"] = _encoded(rgb, "PNG")
+    files["zz-copy.png"] = files["good.png"]
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert("CMYK").save(buf, format="JPEG", quality=95)
+    files["cmyk.jpg"] = buf.getvalue()
+    files["gray.png"] = _encoded(gray, "PNG")
+    files["palette.png"] = _encoded_palette(rgb)
+    alpha = np.full(rgb.shape[:2], 255, np.uint8)
+    alpha[:, : rgb.shape[1] // 2] = 0  # left half transparent
+    files["rgba.png"] = _encoded(np.dstack([rgb, alpha]), "PNG")
+    ok, png16 = cv2.imencode(".png", gray.astype(np.uint16) * 257)
+    files["gray16.png"] = png16.tobytes()
+    ok, png48 = cv2.imencode(".png", (rgb.astype(np.uint16) * 257)[..., ::-1].copy())
+    files["rgb16.png"] = png48.tobytes()
+    corrupt = bytearray(files["good.png"])
+    corrupt[len(corrupt) // 2] ^= 0xFF  # a flipped byte inside the compressed pixel data
+    files["corrupt.png"] = bytes(corrupt)
+    jpeg = _encoded(rgb, "JPEG", quality=95)
+    files["truncated.jpg"] = jpeg[: len(jpeg) // 2]
+    files["truncated.png"] = files["good.png"][: len(files["good.png"]) // 2]
+    files["empty.png"] = b""
+    files["text.png"] = b"this is a text file, not a PNG\n"
+    files["tiny.png"] = _encoded(rgb[:20, :30], "PNG")
+    paths = {}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+        paths[name] = root / name
+    return paths
+
+
+def _encoded_palette(rgb: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).quantize(colors=64).save(buf, format="PNG")
+    return buf.getvalue()
