@@ -36,8 +36,14 @@ def measure(side: int, tile: int, steps: int) -> dict:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pipeline(lq, RestoreOptions(steps=steps, tile=tile, overlap=min(32, tile - 16)))
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"side": side, "out": side * 4, "tile": tile, "peak_before_mib": round(before, 1),
-            "peak_mib": round(after, 1), "restore_growth_mib": round(after - before, 1)}
+    return {
+        "side": side,
+        "out": side * 4,
+        "tile": tile,
+        "peak_before_mib": round(before, 1),
+        "peak_mib": round(after, 1),
+        "restore_growth_mib": round(after - before, 1),
+    }
 
 
 def run_isolated(side: int, tile: int, steps: int) -> dict:
@@ -60,8 +66,10 @@ def main() -> None:
         small, large = (run_isolated(side, tile, args.steps) for side in args.sides)
         print(json.dumps({"path": label, "small": small, "large": large}))
         pixels = (large["out"] / small["out"]) ** 2
-        print(f"{label}: output pixels x{pixels:.0f}, peak RSS {small['peak_mib']} -> {large['peak_mib']} MiB "
-              f"(restore growth {small['restore_growth_mib']} -> {large['restore_growth_mib']} MiB)")
+        print(
+            f"{label}: output pixels x{pixels:.0f}, peak RSS {small['peak_mib']} -> {large['peak_mib']} MiB "
+            f"(restore growth {small['restore_growth_mib']} -> {large['restore_growth_mib']} MiB)"
+        )
 
 
 if __name__ == "__main__":

@@ -93,7 +93,9 @@ class RestoreConfig:
             if getattr(self, name) % 16:
                 raise ConfigError(f"restore.{name}={getattr(self, name)}: must be a multiple of 16")
         if self.overlap >= self.tile:
-            raise ConfigError(f"restore.overlap={self.overlap}: must be smaller than restore.tile={self.tile}")
+            raise ConfigError(
+                f"restore.overlap={self.overlap}: must be smaller than restore.tile={self.tile}"
+            )
 
 
 @dataclass
@@ -382,7 +384,9 @@ class TrainConfig:
     """Seeds the adapter's init, data order, t and noise; step k's draws depend only on (seed, k), so resumes repeat exactly."""
     val_size: int = field(default=2, metadata=interval("[0, inf)"))
     """Pairs held out of training for the validation loss, grids and PSNR (picked by hashing ids: stable as data grows)."""
-    val_timesteps: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], metadata=interval("[0, 1]"))
+    val_timesteps: list[float] = field(
+        default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], metadata=interval("[0, 1]")
+    )
     """Fixed t values of the validation loss; with fixed noise it is deterministic."""
     eval_every: int = field(default=20, metadata=interval("[0, inf)"))
     """Validation loss every N steps, plus at step 0 and the last step (0: only those two)."""
@@ -407,7 +411,9 @@ class TrainConfig:
         if not self.val_timesteps:
             raise ConfigError("train.val_timesteps=[]: must list at least one t in [0, 1]")
         if self.warmup_steps > self.max_steps:
-            raise ConfigError(f"train.warmup_steps={self.warmup_steps}: must not exceed train.max_steps={self.max_steps}")
+            raise ConfigError(
+                f"train.warmup_steps={self.warmup_steps}: must not exceed train.max_steps={self.max_steps}"
+            )
 
 
 @dataclass

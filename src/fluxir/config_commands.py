@@ -9,7 +9,9 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="config_command", metavar="<subcommand>", required=True)
-    check = sub.add_parser("check", help="Validate a params file; exit 2 with the offending key if it is bad.")
+    check = sub.add_parser(
+        "check", help="Validate a params file; exit 2 with the offending key if it is bad."
+    )
     check.add_argument("--params", type=Path, default=Path("params.yaml"))
     show = sub.add_parser("show", help="Print the resolved settings, each with its one-line help.")
     show.add_argument("--params", type=Path, default=Path("params.yaml"))

@@ -162,7 +162,9 @@ class FluxIRPipeline:
         # unpack (B, h/2*w/2, 64) -> (B, 16, h, w)
         return FluxPipeline._unpack_latents(latents, h * 8, w * 8, 8)
 
-    def restore_array(self, upscaled: np.ndarray, noise: torch.Tensor, steps: int, guidance: float) -> np.ndarray:
+    def restore_array(
+        self, upscaled: np.ndarray, noise: torch.Tensor, steps: int, guidance: float
+    ) -> np.ndarray:
         """One untiled pass on an (H, W, 3) uint8 control image with H, W multiples of 16."""
         image = torch.from_numpy(np.array(upscaled)).permute(2, 0, 1)[None].float() / 255
         z_lq = self.encode(image)
@@ -174,11 +176,15 @@ class FluxIRPipeline:
         reproducibility across devices."""
         channels = self.base.vae.config.latent_channels
         generator = torch.Generator("cpu").manual_seed(seed)
-        return torch.randn((1, channels, height // 8, width // 8), generator=generator).to(self.device, self.dtype)
+        return torch.randn((1, channels, height // 8, width // 8), generator=generator).to(
+            self.device, self.dtype
+        )
 
     # -- public API ------------------------------------------------------------------------------
 
-    def __call__(self, lq: np.ndarray, options: RestoreOptions | None = None, progress: bool = False) -> np.ndarray:
+    def __call__(
+        self, lq: np.ndarray, options: RestoreOptions | None = None, progress: bool = False
+    ) -> np.ndarray:
         """Restore an (h, w, 3) uint8 LQ image; returns (h*scale, w*scale, 3) uint8."""
         opts = options or RestoreOptions()
         if lq.ndim != 3 or lq.shape[2] != 3 or lq.dtype != np.uint8:
@@ -200,7 +206,12 @@ class FluxIRPipeline:
         return restored[:out_h, :out_w]
 
     def _restore_tiled(
-        self, control: np.ndarray, noise: torch.Tensor, tiles: list[Tile], opts: RestoreOptions, progress: bool
+        self,
+        control: np.ndarray,
+        noise: torch.Tensor,
+        tiles: list[Tile],
+        opts: RestoreOptions,
+        progress: bool,
     ) -> np.ndarray:
         height, width = control.shape[:2]
         acc = np.zeros((height, width, 3), dtype=np.float32)
@@ -210,7 +221,10 @@ class FluxIRPipeline:
             latent_rows = slice(tile.top // 8, (tile.top + tile.height) // 8)
             latent_cols = slice(tile.left // 8, (tile.left + tile.width) // 8)
             out = self.restore_array(
-                np.ascontiguousarray(control[rows, cols]), noise[:, :, latent_rows, latent_cols], opts.steps, opts.guidance
+                np.ascontiguousarray(control[rows, cols]),
+                noise[:, :, latent_rows, latent_cols],
+                opts.steps,
+                opts.guidance,
             )
             weights = blend_weights(tile, tiles)[..., None]
             acc[rows, cols] += out.astype(np.float32) * weights

@@ -87,7 +87,9 @@ def restore_paths(pipeline, source: Path, out: Path, options, max_pixels: int, o
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, metavar="IN", help="an LQ image file or a folder of images")
     parser.add_argument("output", type=Path, metavar="OUT", help="output image file, or output folder")
-    parser.add_argument("--adapter", type=Path, required=True, help="trained adapter folder (save_pretrained)")
+    parser.add_argument(
+        "--adapter", type=Path, required=True, help="trained adapter folder (save_pretrained)"
+    )
     parser.add_argument("--base", help="base FLUX folder or hub id (default: model.base from params)")
     parser.add_argument("--steps", type=int, help="Euler sampling steps (default: restore.steps, 20)")
     parser.add_argument("--tile", type=int, help="tile size in output pixels, multiple of 16")
@@ -141,4 +143,3 @@ def run(args: argparse.Namespace) -> int:
     for path, reason in report.skipped:
         print(f"  skipped {path}: {reason}")
     return 0
-

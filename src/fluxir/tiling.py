@@ -56,13 +56,17 @@ def _ramp(size: int, before: int, after: int) -> np.ndarray:
     if before:
         w[:before] = (np.arange(before, dtype=np.float32) + 1) / (before + 1)
     if after:
-        w[size - after :] = np.minimum(w[size - after :], (np.arange(after, 0, -1, dtype=np.float32)) / (after + 1))
+        w[size - after :] = np.minimum(
+            w[size - after :], (np.arange(after, 0, -1, dtype=np.float32)) / (after + 1)
+        )
     return w
 
 
 def blend_weights(tile: Tile, tiles: list[Tile]) -> np.ndarray:
     """(h, w) weights for ``tile``: ramps only where a neighbour actually overlaps it."""
-    top_ov = max((t.top + t.height - tile.top for t in tiles if t.top < tile.top and _cols_meet(t, tile)), default=0)
+    top_ov = max(
+        (t.top + t.height - tile.top for t in tiles if t.top < tile.top and _cols_meet(t, tile)), default=0
+    )
     bottom_ov = max(
         (tile.top + tile.height - t.top for t in tiles if t.top > tile.top and _cols_meet(t, tile)), default=0
     )
@@ -70,7 +74,8 @@ def blend_weights(tile: Tile, tiles: list[Tile]) -> np.ndarray:
         (t.left + t.width - tile.left for t in tiles if t.left < tile.left and _rows_meet(t, tile)), default=0
     )
     right_ov = max(
-        (tile.left + tile.width - t.left for t in tiles if t.left > tile.left and _rows_meet(t, tile)), default=0
+        (tile.left + tile.width - t.left for t in tiles if t.left > tile.left and _rows_meet(t, tile)),
+        default=0,
     )
     wy = _ramp(tile.height, max(top_ov, 0), max(bottom_ov, 0))
     wx = _ramp(tile.width, max(left_ov, 0), max(right_ov, 0))

@@ -50,7 +50,9 @@ def filtered(photo_dir, tmp_path, monkeypatch) -> Path:
         degrade={"sizes": [[112, 128], [128, 96]]},
     )
     for stage in ("generate", "score", "filter"):
-        assert cli_main([stage, "--params", str(params)] + (["--no-progress"] if stage != "filter" else [])) == 0
+        assert (
+            cli_main([stage, "--params", str(params)] + (["--no-progress"] if stage != "filter" else [])) == 0
+        )
     return params
 
 
@@ -59,7 +61,9 @@ def test_pairs_have_the_configured_sizes_and_a_record(filtered, tmp_path, capsys
     pairs = read_manifest("data/degrade/manifest.parquet")
     rejected = read_manifest("data/degrade/rejected.parquet")
     assert len(pairs) == 4  # the four photos
-    assert rejected["reason"].tolist() == ["image 100x130 (HxW) is smaller than every crop size (112x128, 128x96)"]
+    assert rejected["reason"].tolist() == [
+        "image 100x130 (HxW) is smaller than every crop size (112x128, 128x96)"
+    ]
     for row in pairs.itertuples():
         hq, lq = np.asarray(Image.open(row.hq_path)), np.asarray(Image.open(row.lq_path))
         assert hq.shape[:2] in [(112, 128), (128, 96)] and hq.shape == (row.hq_height, row.hq_width, 3)
@@ -88,8 +92,11 @@ def test_rerun_and_resume_are_bitwise_equal(filtered, tmp_path):
     assert Path("data/degrade/manifest.parquet").read_bytes() == manifest
 
     # From scratch in another folder: same bytes.
-    other = write_params(tmp_path, **{k: v for k, v in yaml.safe_load(filtered.read_text()).items() if k != "degrade"},
-                         degrade={**yaml.safe_load(filtered.read_text())["degrade"], "out_dir": "data/degrade2"})
+    other = write_params(
+        tmp_path,
+        **{k: v for k, v in yaml.safe_load(filtered.read_text()).items() if k != "degrade"},
+        degrade={**yaml.safe_load(filtered.read_text())["degrade"], "out_dir": "data/degrade2"},
+    )
     assert cli_main(["degrade", "--params", str(other), "--no-progress"]) == 0
     assert digests(Path("data/degrade2")) == first
 
@@ -107,4 +114,7 @@ def test_missing_input_manifest_is_a_one_line_error(tmp_path, monkeypatch, capsy
     params = write_params(tmp_path)
     assert cli_main(["degrade", "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == "fluxir degrade: error: data/filter/manifest.parquet: manifest not found; run the stage that writes it first"
+    assert (
+        err
+        == "fluxir degrade: error: data/filter/manifest.parquet: manifest not found; run the stage that writes it first"
+    )

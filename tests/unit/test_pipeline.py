@@ -59,7 +59,12 @@ def test_tiled_output_equals_each_tile_restored_alone_away_from_seams(pipeline):
         rows, cols = tile.slices
         alone = pipeline.restore_array(
             np.ascontiguousarray(control[rows, cols]),
-            noise[:, :, tile.top // 8 : (tile.top + tile.height) // 8, tile.left // 8 : (tile.left + tile.width) // 8],
+            noise[
+                :,
+                :,
+                tile.top // 8 : (tile.top + tile.height) // 8,
+                tile.left // 8 : (tile.left + tile.width) // 8,
+            ],
             options.steps,
             options.guidance,
         )
@@ -109,4 +114,7 @@ def test_tiled_peak_memory_stays_bounded_as_input_grows():
     untiled_large = run_isolated(192, 16 * 1024, 1)
     tiled_growth = tiled_large["restore_growth_mib"] - tiled_small["restore_growth_mib"]
     assert tiled_growth < 48, (tiled_small, tiled_large)
-    assert untiled_large["restore_growth_mib"] > 3 * tiled_large["restore_growth_mib"], (untiled_large, tiled_large)
+    assert untiled_large["restore_growth_mib"] > 3 * tiled_large["restore_growth_mib"], (
+        untiled_large,
+        tiled_large,
+    )

@@ -35,7 +35,7 @@ def odd_folder(tmp_path) -> Path:
     photo.convert("L").save(folder / "gray.png")
     photo.convert("RGBA").save(folder / "nested" / "rgba.png")
     photo.convert("CMYK").save(folder / "cmyk.jpg")
-    Image.fromarray((np.asarray(photo.convert("L"), dtype=np.uint16) * 257)).save(folder / "sixteen.png")
+    Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257).save(folder / "sixteen.png")
     Image.new("RGB", (1, 1)).save(folder / "one.png")
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (folder / "empty.png").write_bytes(b"")
@@ -88,8 +88,20 @@ def test_huge_input_is_refused_before_decoding(model_dirs, odd_folder, tmp_path,
     base, adapter = model_dirs
     params = tmp_path / "params.yaml"
     params.write_text("restore:\n  max_input_pixels: 400\n")
-    code = main(["restore", str(odd_folder / "rgb.png"), str(tmp_path / "h.png"), "--base", str(base),
-                 "--adapter", str(adapter), "--params", str(params), *FAST])
+    code = main(
+        [
+            "restore",
+            str(odd_folder / "rgb.png"),
+            str(tmp_path / "h.png"),
+            "--base",
+            str(base),
+            "--adapter",
+            str(adapter),
+            "--params",
+            str(params),
+            *FAST,
+        ]
+    )
     assert code == 2
     assert "24x20 px is more than restore.max_input_pixels=400" in capsys.readouterr().err
 
@@ -108,6 +120,9 @@ def test_adapter_for_another_base_shape_is_one_line_error(model_dirs, odd_folder
     base, _ = model_dirs
     other = FluxTransformer2DModel(**{**TINY_TRANSFORMER, "num_single_layers": 2})
     FluxIRAdapter.from_flux(other, rank=4).save_pretrained(tmp_path / "other-adapter")
-    assert run_restore([str(odd_folder / "rgb.png"), str(tmp_path / "o.png")], base, tmp_path / "other-adapter") == 2
+    assert (
+        run_restore([str(odd_folder / "rgb.png"), str(tmp_path / "o.png")], base, tmp_path / "other-adapter")
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("fluxir restore: error: adapter was built for") and "num_single_layers" in err

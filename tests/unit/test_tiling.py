@@ -18,7 +18,9 @@ def test_starts_cover_the_length_with_at_least_the_overlap():
         tile_starts(384, 128, 128)
 
 
-@pytest.mark.parametrize(("height", "width", "tile", "overlap"), [(384, 384, 128, 32), (400, 272, 128, 48), (96, 512, 96, 16)])
+@pytest.mark.parametrize(
+    ("height", "width", "tile", "overlap"), [(384, 384, 128, 32), (400, 272, 128, 48), (96, 512, 96, 16)]
+)
 def test_weights_partition_unity_and_are_one_outside_overlaps(height, width, tile, overlap):
     tiles = layout(height, width, tile, overlap, unit=16)
     total = np.zeros((height, width), dtype=np.float64)

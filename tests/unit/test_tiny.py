@@ -47,7 +47,9 @@ def test_loaded_model_has_flux_architecture(tiny_dir):
     assert type(pipe).__name__ == "FluxPipeline"
     assert pipe.vae.config.latent_channels == 16
     assert pipe.transformer.config.in_channels == 64  # 16 channels x 2x2 packing
-    assert len(pipe.transformer.transformer_blocks) == 1 and len(pipe.transformer.single_transformer_blocks) == 1
+    assert (
+        len(pipe.transformer.transformer_blocks) == 1 and len(pipe.transformer.single_transformer_blocks) == 1
+    )
     assert pipe.transformer.config.joint_attention_dim == pipe.text_encoder_2.config.d_model
     assert pipe.transformer.config.pooled_projection_dim == pipe.text_encoder.config.hidden_size
     assert not any(p.requires_grad for p in pipe.transformer.parameters())  # base is frozen
@@ -56,15 +58,12 @@ def test_loaded_model_has_flux_architecture(tiny_dir):
 
 def test_generates_64x64_image_from_empty_prompt(tiny_dir):
     pipe = load_flux(tiny_dir)
-    run = lambda: pipe(  # noqa: E731
-        prompt="",
-        height=64,
-        width=64,
-        num_inference_steps=2,
-        guidance_scale=4.0,
-        generator=torch.Generator().manual_seed(0),
-        output_type="np",
-    ).images
+
+    def run():
+        generator = torch.Generator().manual_seed(0)
+        return pipe(prompt="", height=64, width=64, num_inference_steps=2, guidance_scale=4.0,
+                    generator=generator, output_type="np").images  # fmt: skip
+
     image = run()
     assert image.shape == (1, 64, 64, 3)
     assert np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1
@@ -76,7 +75,10 @@ def test_same_seed_is_bitwise_identical_and_other_seed_differs(tiny_dir, tmp_pat
     again = digest_tree(save_tiny_pipeline(tmp_path / "again", seed=0))
     assert again == digest_tree(tiny_dir)
     other = digest_tree(save_tiny_pipeline(tmp_path / "other", seed=1))
-    assert other["transformer/diffusion_pytorch_model.safetensors"] != again["transformer/diffusion_pytorch_model.safetensors"]
+    assert (
+        other["transformer/diffusion_pytorch_model.safetensors"]
+        != again["transformer/diffusion_pytorch_model.safetensors"]
+    )
     assert other["tokenizer/tokenizer.json"] == again["tokenizer/tokenizer.json"]  # tokenizers are not random
 
 
@@ -96,7 +98,9 @@ def test_incomplete_folder_names_what_is_missing(tiny_dir, tmp_path):
 def test_missing_folder_and_unbuilt_tiny_give_the_fix(tmp_path):
     with pytest.raises(ModelNotFoundError, match="fluxir models build-tiny"):
         load_flux(tmp_path / "absent")
-    with pytest.raises(ModelNotFoundError, match=r"tiny model not built at .*: run `fluxir models build-tiny"):
+    with pytest.raises(
+        ModelNotFoundError, match=r"tiny model not built at .*: run `fluxir models build-tiny"
+    ):
         resolve_base("tiny", tmp_path / "absent")
     assert resolve_base("black-forest-labs/FLUX.1-dev") == "black-forest-labs/FLUX.1-dev"
 

@@ -26,7 +26,12 @@ def build_model(cfg: ModelConfig) -> dict:
         from fluxir.models.tiny import save_tiny_pipeline
 
         save_tiny_pipeline(cfg.tiny_dir, seed=cfg.tiny_seed)
-        return {"base": TINY, "path": cfg.tiny_dir, "seed": cfg.tiny_seed, "quality": "random weights: plumbing only"}
+        return {
+            "base": TINY,
+            "path": cfg.tiny_dir,
+            "seed": cfg.tiny_seed,
+            "quality": "random weights: plumbing only",
+        }
     return {"base": cfg.base, "path": cfg.base, "seed": None, "quality": "real weights"}
 
 
