@@ -16,12 +16,24 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("fluxir.models.commands", "Build the tiny FLUX model or inspect a base model folder."),
     "config": ("fluxir.config_commands", "Validate params.yaml and show every setting with its help."),
-    "generate": ("fluxir.stages.generate", "Generate images with FLUX (or SDXL), or ingest a folder of real photos."),
+    "generate": (
+        "fluxir.stages.generate",
+        "Generate images with FLUX (or SDXL), or ingest a folder of real photos.",
+    ),
     "score": ("fluxir.stages.score", "Score every generated image with no-reference IQA metrics (pyiqa)."),
     "filter": ("fluxir.stages.filter", "Keep images in the top keep_quantile of every IQA metric."),
     "degrade": ("fluxir.stages.degrade", "Make (HQ crop, LQ) training pairs with Real-ESRGAN degradation."),
     "restore": ("fluxir.restore", "Restore an image or a folder of images with a trained FluxIR adapter."),
     "params": ("fluxir.models.param_count", "Count FluxIR adapter parameters at a base's shape vs Table 2."),
+    "benchmark": (
+        "fluxir.stages.benchmark",
+        "Table 1: FluxIR and baselines on the test sets, scored with pyiqa.",
+    ),
+    "ablate": (
+        "fluxir.stages.ablate",
+        "Tables 2-7: run the paper's ablations as MLflow child runs of one parent.",
+    ),
+    "train": ("fluxir.stages.train", "Train the FluxIR adapter on degraded pairs (DeepSpeed ZeRO; resumes)."),
 }
 
 
@@ -32,8 +44,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from fluxir.models.flux import ModelNotFoundError
     from fluxir.restore import RestoreError
     from fluxir.stages.score import MissingWeightsError
+    from fluxir.train.data import TrainDataError
 
-    return (ConfigError, ModelNotFoundError, RestoreError, AdapterMismatchError, ManifestError, MissingWeightsError)
+    return (
+        ConfigError,
+        ModelNotFoundError,
+        RestoreError,
+        AdapterMismatchError,
+        ManifestError,
+        MissingWeightsError,
+        TrainDataError,
+    )
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

@@ -1,0 +1,184 @@
+"""Restoration methods for Table 1, behind one call: ``method(lq uint8 HxWx3) -> uint8 (H*s)x(W*s)x3``.
+
+  fluxir    the trained adapter on the base FLUX (:class:`fluxir.pipeline.FluxIRPipeline`, restore.* settings)
+  bicubic   PIL bicubic x scale: the same upscale FluxIR sees as its control image
+  lanczos   PIL Lanczos x scale
+  <name>    a single-image SR checkpoint the user supplies (Real-ESRGAN, BSRGAN, SwinIR, ...), loaded with
+            spandrel, which recognises the architecture from the state dict; its scale must be the benchmark's
+
+Models load when the method is built, before any image is restored, so a bad checkpoint stops the run
+at once with a message naming the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from fluxir.config import ConfigError
+
+INTERPOLATIONS = {"bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+
+
+class MethodError(ConfigError):
+    """A method that cannot be built (bad or missing checkpoint, wrong scale); one line naming the file."""
+
+
+class Method(Protocol):
+    name: str
+    description: str
+
+    def __call__(self, lq: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class Interpolation:
+    """Classical upscaling with PIL (``bicubic`` is :func:`fluxir.pipeline.upscale_lq`)."""
+
+    name: str
+    scale: int
+
+    @property
+    def description(self) -> str:
+        return f"PIL {self.name} x{self.scale}"
+
+    def __call__(self, lq: np.ndarray) -> np.ndarray:
+        h, w = lq.shape[:2]
+        return np.asarray(
+            Image.fromarray(lq).resize((w * self.scale, h * self.scale), INTERPOLATIONS[self.name])
+        )
+
+
+class SpandrelMethod:
+    """A spandrel ``ImageModelDescriptor`` (SR architecture auto-detected from the checkpoint)."""
+
+    def __init__(self, name: str, descriptor: Any, path: Path):
+        self.name, self.model, self.path = name, descriptor, path
+
+    @classmethod
+    def load(cls, name: str, path: str | Path, scale: int, device: Any) -> SpandrelMethod:
+        import spandrel
+        import torch
+
+        path = Path(path).expanduser()
+        key = f"benchmark.sr_models[{name}].path={str(path)!r}"
+        if not path.is_file():
+            raise MethodError(f"{key}: no such file; put the checkpoint there or fix the path")
+        try:
+            descriptor = spandrel.ModelLoader(device=torch.device(device)).load_from_file(path)
+        except spandrel.UnsupportedModelError as exc:
+            raise MethodError(
+                f"{key}: spandrel does not recognise this checkpoint's architecture ({exc}); "
+                "supported: Real-ESRGAN/ESRGAN (RRDBNet), BSRGAN, SwinIR, HAT, DAT, ..."
+            ) from exc
+        except Exception as exc:  # torch.load / safetensors raise assorted types for damaged files
+            raise MethodError(f"{key}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(descriptor, spandrel.ImageModelDescriptor):
+            raise MethodError(
+                f"{key}: a {type(descriptor).__name__} (e.g. inpainting), not an image-to-image model"
+            )
+        arch = descriptor.architecture.name
+        if descriptor.scale != scale:
+            raise MethodError(
+                f"{key}: {arch} model is x{descriptor.scale}, the benchmark is x{scale} (restore.scale)"
+            )
+        if descriptor.input_channels != 3 or descriptor.output_channels != 3:
+            raise MethodError(
+                f"{key}: {arch} model takes {descriptor.input_channels} and gives {descriptor.output_channels} "
+                "channels; the benchmark needs RGB (3)"
+            )
+        descriptor.eval()
+        return cls(name, descriptor, path)
+
+    @property
+    def description(self) -> str:
+        return f"{self.model.architecture.name} x{self.model.scale} from {self.path.name} (spandrel)"
+
+    def __call__(self, lq: np.ndarray) -> np.ndarray:
+        import torch
+
+        req = self.model.size_requirements
+        h, w = lq.shape[:2]
+        # Pad (reflect) to the architecture's size rules (e.g. SwinIR's window multiple), crop back after.
+        th, tw = max(h, req.minimum), max(w, req.minimum)
+        th, tw = -(-th // req.multiple_of) * req.multiple_of, -(-tw // req.multiple_of) * req.multiple_of
+        if req.square:
+            th = tw = max(th, tw)
+        padded = np.pad(
+            lq, ((0, th - h), (0, tw - w), (0, 0)), mode="reflect" if th < 2 * h and tw < 2 * w else "edge"
+        )
+        x = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1)[None].float().div(255)
+        param = next(self.model.model.parameters())
+        with torch.no_grad():
+            y = self.model(x.to(param.device, param.dtype)).float().clamp(0, 1)
+        out = (y[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+        s = self.model.scale
+        return np.ascontiguousarray(out[: h * s, : w * s])
+
+
+class FluxIRMethod:
+    """The trained adapter, restoring with restore.* (steps, guidance, tile, overlap, seed)."""
+
+    name = "fluxir"
+
+    def __init__(self, pipeline: Any, options: Any, adapter: Path):
+        self.pipeline, self.options, self.adapter = pipeline, options, adapter
+
+    @classmethod
+    def load(cls, base: str, adapter: str | Path, options: Any, dtype: Any, device: Any) -> FluxIRMethod:
+        from fluxir.pipeline import FluxIRPipeline
+
+        adapter = Path(adapter)
+        if not (adapter / "config.json").is_file():
+            raise MethodError(
+                f"benchmark.adapter={str(adapter)!r}: no adapter there (config.json missing); run `fluxir train` "
+                "first or point benchmark.adapter at a save_pretrained folder"
+            )
+        pipeline = FluxIRPipeline.from_pretrained(base, adapter, dtype=dtype, device=device)
+        pipeline.model.adapter.check_compatible(pipeline.base.transformer)
+        return cls(pipeline, options, adapter)
+
+    @property
+    def description(self) -> str:
+        o = self.options
+        return f"FluxIR adapter {self.adapter}, {o.steps} Euler steps, guidance {o.guidance}, seed {o.seed}"
+
+    def __call__(self, lq: np.ndarray) -> np.ndarray:
+        return self.pipeline(lq, self.options)
+
+
+def column_order(methods: Sequence[str], sr_models: Sequence[str]) -> list[str]:
+    """Table columns: ``methods`` in order, with sr_models it does not list placed just before fluxir."""
+    extra = [m for m in sr_models if m not in methods]
+    order = list(methods)
+    at = order.index("fluxir") if "fluxir" in order else len(order)
+    return order[:at] + extra + order[at:]
+
+
+def build_methods(cfg: Any) -> list[Method]:
+    """Every method of ``cfg.benchmark`` in column order, models loaded."""
+    from fluxir.models.flux import DTYPES, pick_device, resolve_base
+    from fluxir.pipeline import RestoreOptions
+
+    b, r = cfg.benchmark, cfg.restore
+    paths = {m.name: m.path for m in b.sr_models}
+    out: list[Method] = []
+    for name in column_order(b.methods, list(paths)):
+        if name in INTERPOLATIONS:
+            out.append(Interpolation(name, r.scale))
+        elif name == "fluxir":
+            options = RestoreOptions(r.scale, r.steps, r.guidance, r.tile, r.overlap, r.seed)
+            base = resolve_base(cfg.model.base, cfg.model.tiny_dir)
+            out.append(
+                FluxIRMethod.load(
+                    base, b.adapter, options, DTYPES[cfg.model.dtype], pick_device(cfg.model.device)
+                )
+            )
+        else:
+            out.append(SpandrelMethod.load(name, paths[name], r.scale, pick_device(b.device)))
+    return out

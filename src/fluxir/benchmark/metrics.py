@@ -1,0 +1,178 @@
+"""pyiqa metrics for Table 1, each with its direction; those that cannot be built are reported absent.
+
+Paper (section 4, footnote 2): full-reference PSNR, SSIM, LPIPS; no-reference CLIPIQA
+(``clipiqa+_vitL14_512``), MUSIQ (``musiq``), MANIQA (``maniqa-pipal``), all from pyiqa with its own
+settings. Choices stated in every report:
+  - PSNR and SSIM on the Y channel (``benchmark.fr_channel: y``; pyiqa ``test_y_channel=True``, its YIQ
+    luma 0.299 R + 0.587 G + 0.114 B) or on RGB (``rgb``); data range 1, no border crop.
+  - pyiqa's PSNR adds eps = 1e-8 to the MSE, so identical images score 10 log10(1 / 1e-8) = 80 dB,
+    not inf: PSNR is capped at 80 dB.
+  - LPIPS is pyiqa's ``lpips`` (AlexNet, v0.1), lower is better.
+
+Weights are looked up before any metric is built (the score stage's ``check_weights``, plus LPIPS's
+two files here), downloads stay blocked unless ``score.allow_download``, and a metric whose files are
+missing is kept in the suite as *absent* with the reason (file name and folder), so every table still
+shows its row. Nothing is replaced by another metric.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fluxir.config import ConfigError
+
+PSNR_CAP_DB = 80.0
+"""What pyiqa's PSNR gives for identical images: 10 log10(1 / eps), eps = 1e-8."""
+LABELS = {
+    "clipiqa+_vitL14_512": "CLIPIQA",
+    "musiq": "MUSIQ",
+    "maniqa-pipal": "MANIQA",
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "lpips": "LPIPS",
+    "piqe": "PIQE",
+}
+"""Row names the paper uses; other metrics show their pyiqa name in upper case."""
+_Y_CHANNEL = ("psnr", "ssim")
+# Full-reference weight files (the score stage's table covers the no-reference ones), relative to the torch hub dir.
+FR_WEIGHT_FILES: dict[str, tuple[str, ...]] = {
+    "lpips": ("pyiqa/LPIPS_v0.1_alex-df73285e.pth", "checkpoints/alexnet-owt-7be5be79.pth"),
+    "lpips-vgg": ("pyiqa/LPIPS_v0.1_vgg-a78928a0.pth", "checkpoints/vgg16-397923af.pth"),
+}
+_URLS = {
+    "pyiqa/": "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/",
+    "checkpoints/": "https://download.pytorch.org/models/",
+}
+
+
+def label(name: str) -> str:
+    return LABELS.get(name, name.upper())
+
+
+@dataclass
+class MetricInfo:
+    name: str
+    """pyiqa metric name."""
+    label: str
+    """Row name in the tables."""
+    lower_better: bool
+    full_reference: bool
+    setting: str = ""
+    """How it is computed, when that is a choice (e.g. 'Y channel')."""
+
+    @property
+    def arrow(self) -> str:
+        return "↓" if self.lower_better else "↑"
+
+
+@dataclass
+class MetricSuite:
+    """Built metrics (callables), metrics reported absent with their reason, and every metric's info."""
+
+    info: dict[str, MetricInfo]
+    built: dict[str, Any] = field(default_factory=dict)
+    absent: dict[str, str] = field(default_factory=dict)
+    device: Any = "cpu"
+
+    def score(self, restored: np.ndarray, hq: np.ndarray | None) -> dict[str, float]:
+        """Scores of one restored uint8 image (vs ``hq`` for full-reference metrics); NaN where not defined."""
+        import torch
+
+        out: dict[str, float] = {}
+        x = _tensor(restored, self.device)
+        ref = _tensor(hq, self.device) if hq is not None else None
+        for name, metric in self.built.items():
+            if self.info[name].full_reference:
+                if ref is None:
+                    continue  # lq_only sets have no reference
+                if ref.shape != x.shape:
+                    raise ValueError(
+                        f"{name}: restored {tuple(x.shape)} and HQ {tuple(ref.shape)} differ in size"
+                    )
+                with torch.no_grad():
+                    value = metric(x, ref)
+            else:
+                with torch.no_grad():
+                    value = metric(x)
+            v = float(torch.as_tensor(value).detach().reshape(-1)[0].double().cpu())
+            out[name] = v if np.isfinite(v) else float("nan")
+        return out
+
+
+def _tensor(rgb: np.ndarray, device: Any) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div(255).to(device)
+
+
+def _missing_fr(name: str, hub: Path) -> str | None:
+    for rel in FR_WEIGHT_FILES.get(name, ()):
+        path = hub / rel
+        if not path.is_file():
+            url = next((u + path.name for prefix, u in _URLS.items() if rel.startswith(prefix)), "")
+            return (
+                f"weight file {path.name} is not in {path.parent} (from {url}); copy it there, set "
+                "score.torch_home to a folder holding hub/, or set score.allow_download: true"
+            )
+    return None
+
+
+def build_suite(
+    names: Sequence[str],
+    device: Any,
+    hub: Path,
+    allow_download: bool = False,
+    fr_channel: str = "y",
+    extra_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> MetricSuite:
+    """Build each metric once; a metric whose weights are missing goes to ``absent`` with the reason.
+
+    ``hub`` is the torch hub dir (from :func:`fluxir.stages.score.configure_torch_home`); unknown metric
+    names are a ConfigError. ``extra_kwargs[name]`` is passed to ``pyiqa.create_metric`` (tests use it to
+    build a weightless code path, e.g. ``musiq`` with ``pretrained=False``).
+    """
+    import pyiqa
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    from fluxir.stages.score import MissingWeightsError, check_weights, create_metrics
+
+    suite = MetricSuite(info={}, device=device)
+    for name in names:
+        if name not in DEFAULT_CONFIGS:
+            close = difflib.get_close_matches(name, list(DEFAULT_CONFIGS), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see `pyiqa.list_models()`"
+            raise ConfigError(f"benchmark.metrics: {name!r} is not a pyiqa metric{hint}")
+        conf = DEFAULT_CONFIGS[name]
+        fr = conf.get("metric_mode") == "FR"
+        kwargs = dict((extra_kwargs or {}).get(name, {}))
+        setting = ""
+        if name in _Y_CHANNEL:
+            kwargs.setdefault("test_y_channel", fr_channel == "y")
+            setting = "Y channel (YIQ luma)" if kwargs["test_y_channel"] else "RGB"
+        if name == "psnr":
+            setting += f", capped at {PSNR_CAP_DB:g} dB (pyiqa eps 1e-8)"
+        suite.info[name] = MetricInfo(name, label(name), bool(conf.get("lower_better", False)), fr, setting)
+        if fr:
+            reason = None if allow_download else _missing_fr(name, hub)
+            if reason:
+                suite.absent[name] = f"{name}: {reason}"
+                continue
+            suite.built[name] = pyiqa.create_metric(name, device=device, as_loss=False, **kwargs)
+        else:
+            try:
+                if not allow_download:
+                    check_weights([name], hub)
+                suite.built.update(create_metrics([name], device, hub, allow_download, **kwargs))
+            except MissingWeightsError as exc:
+                suite.absent[name] = str(exc)
+        if name in suite.built:  # pyiqa's own flag wins over its config table
+            suite.info[name].lower_better = bool(
+                getattr(suite.built[name], "lower_better", suite.info[name].lower_better)
+            )
+    return suite

@@ -1,0 +1,61 @@
+"""Stage train: fit the FluxIR adapter on the degraded pairs (paper section 3.3) with DeepSpeed ZeRO.
+
+    python -m fluxir.stages.train [--params params.yaml] [--set train.max_steps=100 ...]   (one process)
+    torchrun --nproc_per_node N -m fluxir.stages.train ...                                 (N processes)
+    deepspeed --num_gpus N --module fluxir.stages.train ...                                (N GPUs)
+    fluxir train ...
+
+A rerun resumes from the newest complete checkpoint in ``<train.out_dir>/checkpoints`` and continues to
+``train.max_steps``. Outputs: ``<out_dir>/adapter/`` (save_pretrained; `fluxir restore --adapter` reads
+it), ``<report_dir>/loss.csv`` and ``val.csv`` (DVC plots), ``<report_dir>/metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from fluxir.stages import add_common_arguments, load_stage_config, setup_logging, stage_main
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    # The deepspeed launcher appends --local_rank=N; the rank is read from the environment instead.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_stage_config(args)
+    setup_logging()
+    from fluxir.train.trainer import Trainer  # torch, diffusers, deepspeed: only when training
+
+    trainer = Trainer.from_config(cfg)
+    if not trainer.world.is_main:
+        logging.getLogger("fluxir").setLevel(logging.WARNING)
+    from fluxir.lineage import stage_run
+
+    with stage_run("train", cfg):  # child of the pipeline run (rank 0); the trainer logs into it
+        state = trainer.train()
+    if trainer.world.is_main:
+        last = state.history[-1] if state.history else {}
+        print(
+            f"train: {state.step} steps, final loss {last.get('loss', float('nan')):.5f}; "
+            f"adapter in {trainer.out_dir / 'adapter'}"
+        )
+    _close_process_group()
+    return 0
+
+
+def _close_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("train", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

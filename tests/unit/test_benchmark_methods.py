@@ -1,0 +1,99 @@
+"""Benchmark methods: interpolation baselines, spandrel-loaded SR checkpoints, FluxIR, column order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fluxir.benchmark.methods import (
+    FluxIRMethod,
+    Interpolation,
+    MethodError,
+    SpandrelMethod,
+    column_order,
+)
+from fluxir.pipeline import RestoreOptions, upscale_lq
+
+
+def _lq(h: int = 12, w: int = 10) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def tiny_esrgan(scale: int = 4):
+    """Real-ESRGAN's RRDBNet (spandrel's ESRGAN class) with 8 filters and one block, random weights."""
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(0)
+    return ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=scale).eval()
+
+
+def test_bicubic_is_the_control_upscale_and_lanczos_differs():
+    lq = _lq()
+    bicubic, lanczos = Interpolation("bicubic", 4)(lq), Interpolation("lanczos", 4)(lq)
+    assert bicubic.shape == lanczos.shape == (48, 40, 3) and bicubic.dtype == np.uint8
+    assert np.array_equal(bicubic, upscale_lq(lq, 4))
+    assert not np.array_equal(bicubic, lanczos)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_an_esrgan_checkpoint_round_trips_through_spandrel(tmp_path, suffix):
+    model = tiny_esrgan()
+    path = tmp_path / f"RealESRGAN_tiny{suffix}"
+    if suffix == ".pth":
+        torch.save(model.state_dict(), path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(model.state_dict(), path)
+    method = SpandrelMethod.load("Real-ESRGAN", path, 4, "cpu")
+    assert method.description == f"ESRGAN x4 from {path.name} (spandrel)"
+    lq = _lq(9, 11)
+    out = method(lq)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(lq).permute(2, 0, 1)[None].float() / 255).clamp(0, 1)
+    expected = (ref[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    assert out.shape == (36, 44, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_bad_checkpoints_fail_with_the_file_named(tmp_path):
+    with pytest.raises(MethodError, match=r"sr_models\[X\].path=.*nope.pth.*no such file"):
+        SpandrelMethod.load("X", tmp_path / "nope.pth", 4, "cpu")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(MethodError, match="junk.pth.*not a readable checkpoint"):
+        SpandrelMethod.load("X", junk, 4, "cpu")
+    unknown = tmp_path / "unknown.pth"
+    torch.save({"some.weight": torch.zeros(3, 3)}, unknown)
+    with pytest.raises(MethodError, match="unknown.pth.*spandrel does not recognise"):
+        SpandrelMethod.load("X", unknown, 4, "cpu")
+    x2 = tmp_path / "x2.pth"
+    torch.save(tiny_esrgan(scale=2).state_dict(), x2)
+    with pytest.raises(MethodError, match="ESRGAN model is x2, the benchmark is x4"):
+        SpandrelMethod.load("X", x2, 4, "cpu")
+
+
+def test_unlisted_sr_models_go_just_before_fluxir():
+    assert column_order(["bicubic", "fluxir"], ["A", "B"]) == ["bicubic", "A", "B", "fluxir"]
+    assert column_order(["B", "bicubic", "fluxir"], ["A", "B"]) == ["B", "bicubic", "A", "fluxir"]
+    assert column_order(["bicubic"], ["A"]) == ["bicubic", "A"]
+
+
+def test_fluxir_method_restores_with_the_adapter(tmp_path, tiny_model_dir):
+    from fluxir.models.adapter import FluxIRAdapter
+    from fluxir.models.flux import load_flux
+
+    with pytest.raises(MethodError, match="benchmark.adapter=.*no adapter there"):
+        FluxIRMethod.load(str(tiny_model_dir), tmp_path / "none", RestoreOptions(), torch.float32, "cpu")
+    torch.manual_seed(0)
+    FluxIRAdapter.from_flux(load_flux(tiny_model_dir).transformer, rank=4).save_pretrained(
+        tmp_path / "adapter"
+    )
+    options = RestoreOptions(scale=4, steps=2, tile=64, overlap=16)
+    method = FluxIRMethod.load(str(tiny_model_dir), tmp_path / "adapter", options, torch.float32, "cpu")
+    lq = _lq(8, 8)
+    out = method(lq)
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert np.array_equal(out, method.pipeline(lq, options))  # seeded: the same restoration again
+    assert "2 Euler steps" in method.description

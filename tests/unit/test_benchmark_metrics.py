@@ -1,0 +1,113 @@
+"""Benchmark metrics: values on known pairs, directions, and absent metrics reported with their reason."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fluxir.benchmark.metrics import PSNR_CAP_DB, build_suite
+from fluxir.config import ConfigError
+from fluxir.stages.score import configure_torch_home
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_home(tmp_path, monkeypatch):
+    """Tests point TORCH_HOME (and pyiqa's cache dir) at an empty folder; put both back afterwards."""
+    import pyiqa.utils.download_util as download_util
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", download_util.DEFAULT_CACHE_DIR)
+
+
+def _image(seed: int = 0) -> np.ndarray:
+    # values in [20, 230] so the offsets below never clip
+    return np.random.default_rng(seed).integers(20, 230, (48, 40, 3)).astype(np.uint8)
+
+
+def _psnr_db(mse01: float) -> float:
+    """pyiqa's PSNR for an MSE on the [0, 1] scale: 10 log10(1 / (mse + 1e-8))."""
+    return 10 * math.log10(1 / (mse01 + 1e-8))
+
+
+@pytest.mark.parametrize("channel", ["y", "rgb"])
+def test_identical_images_give_the_psnr_cap_and_ssim_one(channel):
+    suite = build_suite(["psnr", "ssim"], "cpu", configure_torch_home(""), fr_channel=channel)
+    a = _image()
+    scores = suite.score(a, a.copy())
+    assert scores["psnr"] == pytest.approx(PSNR_CAP_DB) == pytest.approx(80.0)
+    assert scores["ssim"] == pytest.approx(1.0, abs=1e-12)
+
+
+def test_psnr_matches_a_hand_computed_mse_on_rgb_and_on_y():
+    # +6 on the red channel of every other row: RGB MSE = (1/3)(1/2)(6/255)^2,
+    # Y (YIQ luma 0.299 R + 0.587 G + 0.114 B) MSE = (1/2)(0.299 * 6/255)^2.
+    a = _image(1)
+    b = a.copy()
+    b[::2, :, 0] += 6
+    hub = configure_torch_home("")
+    rgb = build_suite(["psnr"], "cpu", hub, fr_channel="rgb").score(b, a)["psnr"]
+    y = build_suite(["psnr"], "cpu", hub, fr_channel="y").score(b, a)["psnr"]
+    assert rgb == pytest.approx(_psnr_db((6 / 255) ** 2 / 6), abs=1e-3)
+    assert y == pytest.approx(_psnr_db((0.299 * 6 / 255) ** 2 / 2), abs=1e-2)
+    assert y > rgb  # only red changed, and red weighs 0.299 in the luma
+
+
+def test_directions_labels_and_the_no_weight_profile():
+    suite = build_suite(["psnr", "ssim", "piqe"], "cpu", configure_torch_home(""))
+    assert {n: (i.label, i.arrow, i.full_reference) for n, i in suite.info.items()} == {
+        "psnr": ("PSNR", "↑", True),
+        "ssim": ("SSIM", "↑", True),
+        "piqe": ("PIQE", "↓", False),
+    }
+    assert suite.absent == {}
+    scores = suite.score(_image(), None)  # no HQ: full-reference metrics are skipped, not guessed
+    assert set(scores) == {"piqe"} and 0 <= scores["piqe"] <= 100
+
+
+def test_metrics_without_weights_are_absent_with_file_and_folder(tmp_path):
+    hub = configure_torch_home(str(tmp_path / "th"))
+    suite = build_suite(["psnr", "lpips", "musiq", "clipiqa+_vitL14_512"], "cpu", hub)
+    assert list(suite.built) == ["psnr"]
+    assert list(suite.info) == ["psnr", "lpips", "musiq", "clipiqa+_vitL14_512"]  # rows kept, in order
+    assert "LPIPS_v0.1_alex-df73285e.pth" in suite.absent["lpips"]
+    assert str(hub / "pyiqa") in suite.absent["lpips"]
+    assert (
+        "musiq_koniq_ckpt-e95806b9.pth" in suite.absent["musiq"]
+        and str(hub / "pyiqa") in suite.absent["musiq"]
+    )
+    assert "CLIPIQA+_ViTL14_512-e66488f2.pth" in suite.absent["clipiqa+_vitL14_512"]
+    assert suite.info["lpips"].lower_better and not suite.info["musiq"].lower_better
+
+
+def test_lpips_needs_the_torchvision_backbone_too(tmp_path):
+    hub = configure_torch_home(str(tmp_path / "th"))
+    (hub / "pyiqa").mkdir(parents=True)
+    (hub / "pyiqa" / "LPIPS_v0.1_alex-df73285e.pth").write_bytes(b"")
+    suite = build_suite(["lpips"], "cpu", hub)
+    assert (
+        "alexnet-owt-7be5be79.pth" in suite.absent["lpips"]
+        and str(hub / "checkpoints") in suite.absent["lpips"]
+    )
+
+
+def test_a_paper_metric_with_its_weights_in_place_is_built_and_scores(tmp_path):
+    # MUSIQ with random weights under the file name pyiqa expects: the real loading path, offline.
+    import pyiqa
+
+    random_musiq = pyiqa.create_metric("musiq", pretrained=False, device="cpu")
+    weights = tmp_path / "th" / "hub" / "pyiqa" / "musiq_koniq_ckpt-e95806b9.pth"
+    weights.parent.mkdir(parents=True)
+    torch.save(random_musiq.net.state_dict(), weights)
+    suite = build_suite(["musiq"], "cpu", configure_torch_home(str(tmp_path / "th")))
+    assert suite.absent == {} and suite.info["musiq"].label == "MUSIQ"
+    a = _image()
+    expected = random_musiq(torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255).item()
+    assert suite.score(a, None)["musiq"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_unknown_metric_names_suggest_close_ones():
+    with pytest.raises(ConfigError, match="'psnrr' is not a pyiqa metric; did you mean psnr"):
+        build_suite(["psnrr"], "cpu", configure_torch_home(""))
