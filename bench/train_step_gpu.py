@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rank", type=int, default=32, help="SE rank (paper: 32)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after 2 warm-up steps")
     parser.add_argument("--no-pixel-loss", action="store_true", help="MSE only (no VAE decoder)")
+    parser.add_argument("--engine", choices=("torch", "deepspeed"), default="torch",
+                        help="torch AdamW (default) or DeepSpeed ZeRO-2 (needs deepspeed; one process)")  # fmt: skip
     parser.add_argument(
         "--dtype",
         choices=("auto", "bfloat16", "float32"),
@@ -117,7 +119,7 @@ def build(args: argparse.Namespace, device: torch.device):
     from fluxir.models.adapter import FluxIRAdapter
     from fluxir.models.controlled import ControlledFlux
     from fluxir.models.tiny import TINY_TRANSFORMER, TINY_VAE
-    from fluxir.train.engine import TorchEngine, TrainModule, World
+    from fluxir.train.engine import build_engine, init_world
     from fluxir.train.losses import vae_decoder
     from fluxir.train.trainer import Prompt, Trainer
 
@@ -143,16 +145,10 @@ def build(args: argparse.Namespace, device: torch.device):
     vae.enable_gradient_checkpointing()
 
     config = Config(
-        train=TrainConfig(engine="torch", lr=1e-5, batch_size=args.batch, pixel_loss=not args.no_pixel_loss)
+        train=TrainConfig(engine=args.engine, lr=1e-5, batch_size=args.batch, pixel_loss=not args.no_pixel_loss)
     )
-    world = World(0, 1, 0, device)
-    engine = TorchEngine(
-        TrainModule(model),
-        model.trainable_parameters(),
-        config.train,
-        world,
-        autocast_dtype=dtype if dtype != torch.float32 else None,
-    )
+    world = init_world(args.engine, str(device))
+    engine = build_engine(model, config.train, world, dtype)
     joint, pooled = transformer_cfg["joint_attention_dim"], transformer_cfg["pooled_projection_dim"]
     prompt = Prompt(
         embeds=torch.randn(1, TEXT_TOKENS, joint, device=device, dtype=dtype),
@@ -225,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in transformer.parameters())
     trained = sum(p.numel() for p in adapter.parameters() if p.requires_grad)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device             {name}; torch {torch.__version__}; {dtype}")
+    print(f"device             {name}; torch {torch.__version__}; {dtype}; engine {args.engine}")
     print(
         f"model              base {params / 1e9:.2f}B frozen, adapter {trained / 1e6:.1f}M trained (rank {args.rank})"
     )
