@@ -12,9 +12,35 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
+import threading
+
+
+class PeakRSS:
+    """Samples this process's resident memory every 2 ms while the block runs: start and peak, in bytes.
+
+    (The process-wide ``ru_maxrss`` would also count peaks from before the block, e.g. model loading.)
+    """
+
+    def __enter__(self) -> PeakRSS:
+        import psutil
+
+        self._process = psutil.Process()
+        self.start = self.peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
 
 
 def measure(side: int, tile: int, steps: int) -> dict:
@@ -33,14 +59,14 @@ def measure(side: int, tile: int, steps: int) -> dict:
     pipeline = FluxIRPipeline(base, FluxIRAdapter.from_flux(base.transformer, rank=8))
     lq = np.asarray(Image.fromarray(skdata.astronaut()).resize((side, side), Image.BICUBIC))
     pipeline(lq[:32, :32].copy(), RestoreOptions(steps=1, tile=128, overlap=32))  # warm-up: allocator, caches
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    pipeline(lq, RestoreOptions(steps=steps, tile=tile, overlap=min(32, tile - 16)))
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with PeakRSS() as peak:
+        pipeline(lq, RestoreOptions(steps=steps, tile=tile, overlap=min(32, tile - 16)))
+    before, after = peak.start / 2**20, peak.peak / 2**20
     return {
         "side": side,
         "out": side * 4,
         "tile": tile,
-        "peak_before_mib": round(before, 1),
+        "rss_before_mib": round(before, 1),
         "peak_mib": round(after, 1),
         "restore_growth_mib": round(after - before, 1),
     }
