@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fluxir-installed
 # Run tools from the venv (dvc stages call `python -m fluxir.stages.<name>`).
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: setup demo test lint bench clean-venv
+.PHONY: setup demo test lint browser clean-venv services services-stop
 
 setup: $(STAMP)
 
@@ -23,8 +23,22 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(RUN) dvc repro
 
-test: setup
-	$(RUN) python -m pytest -q
+test: lint browser
+	$(RUN) python -m pytest -q --durations=10
+
+# Headless Chromium (Debian's package) for the MLflow UI and plot tests; they skip, saying why, without it.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	  echo "chromium not installed (needs root and Debian's apt): the browser tests will skip"
+
+# Prefect server + the process serving fluxir/full, MLflow server, SeaweedFS (S3), all on 127.0.0.1;
+# PIDs, logs and `source .services/env` under .services/. FLUXIR_SHARD_WORKERS=N adds N shard workers.
+services: setup
+	$(RUN) python -m fluxir.services start
+
+services-stop:
+	$(RUN) python -m fluxir.services stop
 
 lint: setup
 	$(BIN)/ruff check src tests flows bench && $(BIN)/ruff format --check src tests flows bench

@@ -145,7 +145,9 @@ def build(args: argparse.Namespace, device: torch.device):
     vae.enable_gradient_checkpointing()
 
     config = Config(
-        train=TrainConfig(engine=args.engine, lr=1e-5, batch_size=args.batch, pixel_loss=not args.no_pixel_loss)
+        train=TrainConfig(
+            engine=args.engine, lr=1e-5, batch_size=args.batch, pixel_loss=not args.no_pixel_loss
+        )
     )
     world = init_world(args.engine, str(device))
     engine = build_engine(model, config.train, world, dtype)

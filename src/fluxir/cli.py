@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Tables 2-7: run the paper's ablations as MLflow child runs of one parent.",
     ),
     "train": ("fluxir.stages.train", "Train the FluxIR adapter on degraded pairs (DeepSpeed ZeRO; resumes)."),
+    "services": ("fluxir.services", "Start, stop or list local services: Prefect, MLflow, SeaweedFS (S3)."),
 }
 
 
@@ -43,6 +44,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from fluxir.models.adapter import AdapterMismatchError
     from fluxir.models.flux import ModelNotFoundError
     from fluxir.restore import RestoreError
+    from fluxir.services import ServiceError
     from fluxir.stages.score import MissingWeightsError
     from fluxir.train.data import TrainDataError
 
@@ -54,6 +56,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ManifestError,
         MissingWeightsError,
         TrainDataError,
+        ServiceError,
     )
 
 

@@ -209,6 +209,20 @@ def _is_secondary_rank() -> bool:
     return any(os.environ.get(k, "0") not in ("", "0") for k in ("RANK", "LOCAL_RANK"))
 
 
+def _reachable(uri: str, timeout: float = 3.0) -> bool:
+    """Whether an MLflow server answers (MLflow's own client would retry for minutes)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # something answers; MLflow will report what is wrong
+    except (OSError, ValueError):
+        return False
+
+
 @contextmanager
 def stage_run(
     stage: str, cfg: Config, root: str | os.PathLike = ".", reports: str | os.PathLike = "reports"
@@ -217,19 +231,21 @@ def stage_run(
 
     Tracking problems (an unreachable server) are logged as warnings and never fail the stage.
     """
-    parent = None
-    if not _is_secondary_rank():
-        try:
-            parent = pipeline_parent(cfg, root)
-        except Exception as exc:  # noqa: BLE001 - tracking must not stop the data pipeline
-            log.warning("MLflow: no pipeline run for stage %s (%s: %s)", stage, type(exc).__name__, exc)
-    if parent is None:
+    child_id = None
+    try:
+        uri = resolve_uri(cfg.tracking.uri, root)
+        if uri.startswith(("http://", "https://")) and not _reachable(uri):
+            raise ConnectionError(f"no MLflow server answers at {uri}")
+        parent = None if _is_secondary_rank() else pipeline_parent(cfg, root)
+        if parent is not None:
+            parent_id, owns_parent = parent
+            client = _client(uri)
+            child_id = _open_child(client, stage, cfg, root, parent_id, owns_parent)
+    except Exception as exc:  # noqa: BLE001 - tracking must not stop the data pipeline
+        log.warning("MLflow: stage %s runs untracked (%s: %s)", stage, type(exc).__name__, exc)
+    if child_id is None:
         yield None
         return
-    parent_id, owns_parent = parent
-    uri = resolve_uri(cfg.tracking.uri, root)
-    client = _client(uri)
-    child_id = _open_child(client, stage, cfg, root, parent_id, owns_parent)
     previous = os.environ.get(RUN_ID_ENV)
     os.environ[RUN_ID_ENV] = child_id
     status, error = "FINISHED", ""

@@ -87,6 +87,21 @@ def test_a_failing_stage_marks_its_run_failed(cfg, tmp_path, monkeypatch):
     assert _client(cfg).get_run(parent).info.status == "FAILED"
 
 
+def test_an_unreachable_server_never_stops_the_stage(cfg, tmp_path, monkeypatch, caplog):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv(lineage.PARENT_ENV, "0" * 32)
+    with caplog.at_level("WARNING", logger="fluxir.lineage"):
+        with lineage.stage_run("degrade", cfg, root=tmp_path) as run_id:
+            ran = True
+    assert ran and run_id is None
+    assert f"no MLflow server answers at http://127.0.0.1:{port}" in caplog.text
+
+
 def test_secondary_ranks_log_nothing(cfg, tmp_path, monkeypatch):
     monkeypatch.setenv(lineage.PARENT_ENV, lineage.open_pipeline_run(cfg, tmp_path))
     monkeypatch.setenv("RANK", "1")

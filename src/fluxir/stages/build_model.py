@@ -46,8 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
-    record = build_model(load_config(args.params).model)
-    write_record(record)
+    cfg = load_config(args.params)
+    from fluxir.lineage import stage_run
+
+    with stage_run("build-model", cfg):  # a child of the pipeline's MLflow run (none outside a pipeline)
+        record = build_model(cfg.model)
+        write_record(record)
     print(f"build-model: base {record['base']} at {record['path']}")
     return 0
 

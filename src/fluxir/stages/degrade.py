@@ -154,8 +154,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fluxir.lineage import stage_run
+
     setup_logging()
-    run_degrade(load_stage_config(args), progress=not args.no_progress)
+    cfg = load_stage_config(args)
+    with stage_run("degrade", cfg):  # a child of the pipeline's MLflow run (none outside a pipeline)
+        run_degrade(cfg, progress=not args.no_progress)
     return 0
 
 

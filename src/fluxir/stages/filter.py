@@ -212,8 +212,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fluxir.lineage import stage_run
+
     setup_logging()
-    run_filter(load_stage_config(args))
+    cfg = load_stage_config(args)
+    with stage_run("filter", cfg):  # a child of the pipeline's MLflow run (none outside a pipeline)
+        run_filter(cfg)
     return 0
 
 

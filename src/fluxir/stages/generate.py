@@ -579,7 +579,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_stage_config(args)
     if args.start < 0 or (args.count is not None and args.count < 1):
         raise ConfigError(f"--start={args.start} --count={args.count}: need start >= 0 and count >= 1")
-    run_generate(cfg, start=args.start, count=args.count, progress=not args.no_progress)
+    from fluxir.lineage import stage_run
+
+    with stage_run("generate", cfg):  # a child of the pipeline's MLflow run (none outside a pipeline)
+        run_generate(cfg, start=args.start, count=args.count, progress=not args.no_progress)
     return 0
 
 

@@ -393,8 +393,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fluxir.lineage import stage_run
+
     setup_logging()
-    run_score(load_stage_config(args), progress=not args.no_progress)
+    cfg = load_stage_config(args)
+    with stage_run("score", cfg):  # a child of the pipeline's MLflow run (none outside a pipeline)
+        run_score(cfg, progress=not args.no_progress)
     return 0
 
 

@@ -1,0 +1,484 @@
+"""Local services for the pipeline, started and stopped by PID: ``make services`` / ``make services-stop``.
+
+    python -m fluxir.services start [--project DIR] [--shard-workers N]   (also `fluxir services start`)
+    python -m fluxir.services status | stop [--timeout S]
+
+``start`` brings up, in this order and all bound to 127.0.0.1:
+  seaweedfs       S3 object storage (``weed mini``), bucket ``fluxir``; credentials made at random per project
+  mlflow          tracking server over the project's ``mlruns.db`` (the same file a plain run logs to)
+  prefect-server  the Prefect API and UI
+  prefect-serve   ``flows/serve.py``: serves the deployment ``fluxir/full``
+  shard-worker-i  ``--shard-workers N`` process workers of the pool ``fluxir-shards`` (scale-out shards)
+Each port is the usual one (8333, 5000, 4200) when free, else a free one. PIDs, logs, the ports and a
+shell file of the variables clients need (``source .services/env``) go under ``<project>/.services/``.
+``stop`` sends SIGTERM to each service's process group, then SIGKILL after ``--timeout`` seconds (Prefect
+workers ignore a first SIGTERM); a PID file is trusted only while the process still has the start time
+it recorded, so a reused PID is never signalled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+STATE_DIR = ".services"
+BUCKET = "fluxir"
+SHARD_POOL = "fluxir-shards"
+DEPLOYMENT = "fluxir/full"
+PREFERRED_PORTS = {"s3": 8333, "mlflow": 5000, "prefect": 4200}
+# weed mini opens one listener per component (plus gRPC); every one is pinned so none lands on 0.0.0.0.
+WEED_PORTS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+    "s3.port.grpc", "admin.port", "admin.port.grpc",
+)  # fmt: skip
+READY_SECONDS = 120.0
+
+
+class ServiceError(RuntimeError):
+    """A service did not start or stop; the message says which and where its log is."""
+
+
+@dataclass
+class Service:
+    """One long-running process: how to start it and how to tell it is ready."""
+
+    name: str
+    cmd: list[str]
+    ready: Callable[[float], bool]
+    """Whether the service answers, given the time (epoch seconds) it was launched."""
+    env: dict[str, str] = field(default_factory=dict)
+    url: str = ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Ports, PID files, readiness
+
+
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` if nothing listens there on 127.0.0.1, else a port the OS hands out."""
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise ServiceError("no free TCP port on 127.0.0.1")
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """Whether ``url`` answers with a status below 500 (S3 answers 403 to anonymous requests)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except (OSError, ValueError):
+        return False
+
+
+def _create_time(pid: int) -> float | None:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
+    except psutil.Error:
+        return None
+
+
+def read_pid(path: Path) -> dict[str, Any] | None:
+    """The record of a PID file whose process is still the one that wrote it, else None."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    created = _create_time(int(rec.get("pid", 0)))
+    if created is None or abs(created - float(rec.get("create_time", -1))) > 1.0:
+        return None
+    return rec
+
+
+def _write_json(path: Path, payload: Mapping[str, Any], mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> str:
+    """SIGTERM the process group of ``pid`` (and stray descendants), SIGKILL what is left after ``timeout``.
+
+    Returns 'terminated', 'killed' or 'gone'.
+    """
+    return stop_pids({"": pid}, timeout)[""]
+
+
+def stop_pids(pids: Mapping[str, int], timeout: float = 10.0) -> dict[str, str]:
+    """:func:`stop_pid` for several services at once (one shared timeout, in the given order)."""
+    import psutil
+
+    trees: dict[str, list[Any]] = {}
+    outcome = {}
+    for name, pid in pids.items():
+        try:
+            root = psutil.Process(pid)
+            trees[name] = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            outcome[name] = "gone"
+    for name, procs in trees.items():
+        _signal_all(pids[name], procs, signal.SIGTERM)
+    _, alive = psutil.wait_procs([p for procs in trees.values() for p in procs], timeout=timeout)
+    for name, procs in trees.items():
+        left = [p for p in procs if p in alive]
+        outcome[name] = "killed" if left else "terminated"
+        if left:
+            _signal_all(pids[name], left, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=5)
+    return outcome
+
+
+def _signal_all(pgid: int, procs: list[Any], sig: signal.Signals) -> None:
+    import psutil
+
+    try:
+        os.killpg(pgid, sig)  # services start as session leaders: pgid == pid
+    except (ProcessLookupError, PermissionError):
+        pass
+    for p in procs:  # descendants that left the group (new sessions) get it directly
+        try:
+            p.send_signal(sig)
+        except psutil.Error:
+            pass
+
+
+# ----------------------------------------------------------------------------------------------
+# The services of a project
+
+
+def _bin(name: str) -> str:
+    """An executable from this interpreter's environment (the venv), else from PATH."""
+    local = Path(sys.executable).parent / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise ServiceError(f"'{name}' not found next to {sys.executable} or on PATH; run `make setup`")
+    return found
+
+
+def _s3_credentials(state: Path) -> dict[str, str]:
+    """Per-project SeaweedFS credentials: made once at random, kept in .services/ (gitignored, mode 600)."""
+    path = state / "s3-credentials.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    creds = {"access_key": "fluxir" + secrets.token_hex(6), "secret_key": secrets.token_urlsafe(24)}
+    _write_json(path, creds, mode=0o600)
+    return creds
+
+
+def client_env(ports: Mapping[str, int], creds: Mapping[str, str]) -> dict[str, str]:
+    """What a client of these services needs: Prefect API, MLflow server, the S3 endpoint and keys."""
+    s3 = f"http://{HOST}:{ports['s3']}"
+    return {
+        "PREFECT_API_URL": f"http://{HOST}:{ports['prefect']}/api",
+        "MLFLOW_TRACKING_URI": f"http://{HOST}:{ports['mlflow']}",
+        "FLUXIR_S3_ENDPOINT_URL": s3,
+        "AWS_ENDPOINT_URL_S3": s3,  # boto3, and DVC's S3 remote through aiobotocore
+        "MLFLOW_S3_ENDPOINT_URL": s3,
+        "AWS_ACCESS_KEY_ID": creds["access_key"],
+        "AWS_SECRET_ACCESS_KEY": creds["secret_key"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FLUXIR_SHARD_URL": f"s3://{BUCKET}/shards",
+    }
+
+
+def plan(
+    project: Path, shard_workers: int = 0, fixed_ports: bool = True
+) -> tuple[list[Service], dict[str, str]]:
+    """The services of ``project`` in start order, and the client environment; picks the ports."""
+    state = project / STATE_DIR
+    ports = {key: free_port(port if fixed_ports else None) for key, port in PREFERRED_PORTS.items()}
+    creds = _s3_credentials(state)
+    env = client_env(ports, creds)
+    s3_config = {
+        "identities": [
+            {
+                "name": "fluxir",
+                "credentials": [{"accessKey": creds["access_key"], "secretKey": creds["secret_key"]}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    _write_json(state / "seaweedfs-s3.json", s3_config, mode=0o600)
+    weed = [
+        _bin("weed"), "mini", f"-dir={state / 'seaweedfs'}", f"-ip={HOST}", f"-ip.bind={HOST}",
+        f"-s3.config={state / 'seaweedfs-s3.json'}", f"-s3.port={ports['s3']}", f"-bucket={BUCKET}",
+        "-webdav=false", "-admin.ui=false", "-master.telemetry=false", "-s3.port.iceberg=0",
+        "-s3.port.lance=0", *(f"-{flag}={free_port()}" for flag in WEED_PORTS),
+    ]  # fmt: skip
+    (state / "seaweedfs").mkdir(parents=True, exist_ok=True)
+    mlflow = [
+        _bin("mlflow"), "server", "--host", HOST, "--port", str(ports["mlflow"]), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{project / 'mlruns.db'}",
+        # The artifact root a plain (serverless) run uses too, so either can read the other's artifacts.
+        "--default-artifact-root", str(project / "mlruns"), "--no-serve-artifacts",
+    ]  # fmt: skip
+    prefect_home = state / "prefect"
+    prefect_env = {
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
+    api, s3, tracking = env["PREFECT_API_URL"], env["FLUXIR_S3_ENDPOINT_URL"], env["MLFLOW_TRACKING_URI"]
+    prefect_server = [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(ports["prefect"])]
+    serve_env = {**prefect_env, **({"FLUXIR_SHARD_POOL": SHARD_POOL} if shard_workers else {})}
+    services = [
+        Service("seaweedfs", weed, lambda _: http_ok(s3), url=s3),
+        Service(
+            "mlflow", mlflow, lambda _: http_ok(f"{tracking}/health"),
+            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, url=tracking,
+        ),
+        Service(
+            "prefect-server", [*prefect_server, "--analytics-off"], lambda _: http_ok(f"{api}/health"),
+            env=prefect_env, url=api.removesuffix("/api"),
+        ),
+        Service(
+            "prefect-serve", [sys.executable, "flows/serve.py"],
+            lambda since: _deployment_polled(api, DEPLOYMENT, since), env=serve_env,
+        ),
+    ]  # fmt: skip
+    for i in range(shard_workers):
+        worker = [
+            _bin("prefect"), "worker", "start", "--pool", SHARD_POOL, "--type", "process",
+            "--limit", "1", "--name", f"{SHARD_POOL}-{i + 1}",
+        ]  # fmt: skip
+        ready = lambda since, name=f"{SHARD_POOL}-{i + 1}": _worker_online(api, name, since)  # noqa: E731
+        services.append(Service(f"shard-worker-{i + 1}", worker, ready, env=prefect_env))
+    return services, env
+
+
+def _api_json(url: str, body: Mapping[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read() or b"null")
+
+
+# The Prefect database outlives the processes, so a deployment or worker of an earlier session looks ready:
+# only a poll or heartbeat after this launch counts.
+def _after(timestamp: str | None, since: float) -> bool:
+    from datetime import datetime
+
+    return bool(timestamp) and datetime.fromisoformat(timestamp).timestamp() >= since - 1.0
+
+
+def _deployment_polled(api: str, name: str, since: float) -> bool:
+    try:
+        return _after(_api_json(f"{api}/deployments/name/{name}").get("last_polled"), since)
+    except (OSError, ValueError):
+        return False
+
+
+def _worker_online(api: str, name: str, since: float) -> bool:
+    try:
+        workers = _api_json(f"{api}/work_pools/{SHARD_POOL}/workers/filter", {})
+    except (OSError, ValueError):
+        return False
+    return any(w.get("name") == name and _after(w.get("last_heartbeat_time"), since) for w in workers or [])
+
+
+def start(
+    project: str | os.PathLike = ".",
+    shard_workers: int = 0,
+    fixed_ports: bool = True,
+    only: Sequence[str] | None = None,
+    timeout: float = READY_SECONDS,
+    echo: Callable[[str], None] = print,
+) -> dict[str, str]:
+    """Start the services (all, or those named in ``only``), wait until each is ready; return the client
+    environment (what ``.services/env`` exports).
+
+    If one fails to start, the ones started by this call are stopped again and ServiceError names the
+    failing service and the tail of its log.
+    """
+    root = Path(project).resolve()
+    state = root / STATE_DIR
+    state.mkdir(parents=True, exist_ok=True)
+    running = {p.stem: rec for p in state.glob("*.pid") if (rec := read_pid(p))}
+    if running:
+        names = ", ".join(sorted(running))
+        raise ServiceError(f"already running in {state}: {names}; run `make services-stop` first")
+    services, env = plan(root, shard_workers, fixed_ports)
+    if only is not None:
+        unknown = set(only) - {svc.name for svc in services}
+        if unknown:
+            raise ServiceError(f"unknown services {sorted(unknown)}; known: {[svc.name for svc in services]}")
+        services = [svc for svc in services if svc.name in only]
+    started: list[str] = []
+    try:
+        for svc in services:
+            t0, since = time.monotonic(), time.time()
+            _launch(svc, root, state, env)
+            started.append(svc.name)
+            _wait_ready(svc, state, timeout, since)
+            echo(f"{svc.name:<16} ready in {time.monotonic() - t0:5.1f} s  {svc.url}".rstrip())
+    except BaseException:
+        for name in reversed(started):
+            rec = read_pid(state / f"{name}.pid")
+            if rec:
+                stop_pid(int(rec["pid"]), timeout=5)
+            (state / f"{name}.pid").unlink(missing_ok=True)
+        raise
+    env = {k: v for k, v in env.items() if _serves(k, started)}
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
+    (state / "env").write_text("\n".join(lines) + "\n")
+    os.chmod(state / "env", 0o600)
+    _write_json(state / "services.json", {"project": str(root), "env": env, "services": started}, mode=0o600)
+    echo(f"clients: source {state / 'env'}   then: prefect deployment run {DEPLOYMENT} --watch")
+    return env
+
+
+def _serves(variable: str, started: Sequence[str]) -> bool:
+    """Whether a client variable belongs to one of the ``started`` services."""
+    owner = {"PREFECT_API_URL": "prefect-server", "MLFLOW_TRACKING_URI": "mlflow"}.get(variable, "seaweedfs")
+    return owner in started
+
+
+def _launch(svc: Service, root: Path, state: Path, env: Mapping[str, str]) -> None:
+    log = state / f"{svc.name}.log"
+    proc_env = {**os.environ, **env, **svc.env}
+    proc_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{proc_env.get('PATH', '')}"
+    with open(log, "ab") as out:
+        out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(svc.cmd)}\n".encode())
+        out.flush()
+        # A new session: the service outlives `make services`, and stop() can signal its whole group.
+        proc = subprocess.Popen(
+            svc.cmd, cwd=root, env=proc_env, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    created = _create_time(proc.pid) or time.time()
+    _write_json(
+        state / f"{svc.name}.pid",
+        {"pid": proc.pid, "create_time": created, "cmd": svc.cmd, "url": svc.url, "log": str(log)},
+    )
+
+
+def _wait_ready(svc: Service, state: Path, timeout: float, since: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if svc.ready(since):
+            return
+        if read_pid(state / f"{svc.name}.pid") is None:
+            raise ServiceError(
+                f"{svc.name} exited during start-up; log {state / svc.name}.log:\n{_tail(state, svc.name)}"
+            )
+        time.sleep(0.3)
+    raise ServiceError(
+        f"{svc.name} not ready after {timeout:.0f} s; log {state / svc.name}.log:\n{_tail(state, svc.name)}"
+    )
+
+
+def _tail(state: Path, name: str, lines: int = 20) -> str:
+    try:
+        return "\n".join((state / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop(
+    project: str | os.PathLike = ".", timeout: float = 10.0, echo: Callable[[str], None] = print
+) -> dict[str, str]:
+    """Stop every service of ``project`` (last started first); returns name -> how it ended."""
+    state = Path(project).resolve() / STATE_DIR
+    order = _start_order(state)
+    pid_files = sorted(state.glob("*.pid"), key=lambda p: -order.get(p.stem, -1))
+    records = {p.stem: read_pid(p) for p in pid_files}
+    live = {name: int(rec["pid"]) for name, rec in records.items() if rec}
+    outcome = {name: "gone" for name in records if name not in live}
+    outcome.update(stop_pids(live, timeout))
+    for p in pid_files:
+        p.unlink(missing_ok=True)
+        echo(f"{p.stem:<16} {outcome[p.stem]}")
+    (state / "env").unlink(missing_ok=True)
+    return outcome
+
+
+def _start_order(state: Path) -> dict[str, int]:
+    try:
+        names = json.loads((state / "services.json").read_text())["services"]
+    except (OSError, ValueError, KeyError):
+        names = ["seaweedfs", "mlflow", "prefect-server", "prefect-serve"]
+    return {n: i for i, n in enumerate(names)}
+
+
+def status(project: str | os.PathLike = ".") -> dict[str, dict[str, Any] | None]:
+    """name -> PID record of each service with a PID file (None when its process is gone)."""
+    state = Path(project).resolve() / STATE_DIR
+    return {p.stem: read_pid(p) for p in sorted(state.glob("*.pid"))}
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("start", "stop", "status"), help="what to do")
+    parser.add_argument(
+        "--project", type=Path, default=Path(os.environ.get("FLUXIR_PROJECT", ".")),
+        help="project folder (default: $FLUXIR_PROJECT or the current folder)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--shard-workers", type=int, default=int(os.environ.get("FLUXIR_SHARD_WORKERS", "0")),
+        help=f"process workers of the pool {SHARD_POOL} for sharded generate/score (default 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--any-ports", action="store_true", default=bool(os.environ.get("FLUXIR_ANY_PORTS")),
+        help="free ports even where the usual ones are free (default: $FLUXIR_ANY_PORTS)",
+    )  # fmt: skip
+    parser.add_argument("--only", default="", help="start: comma-separated service names (default: all)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="stop: seconds from SIGTERM to SIGKILL")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "start":
+        only = [n.strip() for n in args.only.split(",") if n.strip()] or None
+        start(args.project, args.shard_workers, fixed_ports=not args.any_ports, only=only)
+    elif args.action == "stop":
+        stop(args.project, args.timeout)
+    else:
+        for name, rec in status(args.project).items():
+            print(
+                f"{name:<16} {'pid ' + str(rec['pid']) + '  ' + rec.get('url', '') if rec else 'not running'}"
+            )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fluxir.services", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ServiceError as exc:
+        print(f"fluxir services: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
