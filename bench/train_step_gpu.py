@@ -40,18 +40,6 @@ import time
 
 import torch
 
-FLUX_DEV_TRANSFORMER = dict(
-    patch_size=1,
-    in_channels=64,
-    num_layers=19,
-    num_single_layers=38,
-    attention_head_dim=128,
-    num_attention_heads=24,
-    joint_attention_dim=4096,
-    pooled_projection_dim=768,
-    guidance_embeds=True,
-    axes_dims_rope=(16, 56, 56),
-)
 FLUX_DEV_VAE = dict(
     in_channels=3,
     out_channels=3,
@@ -118,6 +106,7 @@ def build(args: argparse.Namespace, device: torch.device):
     from fluxir.config import Config, TrainConfig
     from fluxir.models.adapter import FluxIRAdapter
     from fluxir.models.controlled import ControlledFlux
+    from fluxir.models.param_count import FLUX_DEV_TRANSFORMER
     from fluxir.models.tiny import TINY_TRANSFORMER, TINY_VAE
     from fluxir.train.engine import build_engine, init_world
     from fluxir.train.losses import vae_decoder
