@@ -104,6 +104,10 @@ class FluxIRPipeline:
                 )
         return self._prompt_cache
 
+    def set_empty_prompt(self, embeds: torch.Tensor, pooled: torch.Tensor, text_ids: torch.Tensor) -> None:
+        """Use precomputed empty-prompt embeddings (e.g. from the training latent cache)."""
+        self._prompt_cache = (embeds, pooled, text_ids)
+
     @torch.no_grad()
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> scaled VAE latent (B, 16, H/8, W/8) (mean of the posterior)."""

@@ -460,8 +460,8 @@ class Trainer:
         )
         pipe = FluxIRPipeline(base, adapter, max_sequence_length=max_len)
         if skip_text:
-            # FluxIRPipeline keeps its empty-prompt embeddings here; fill it from the cache.
-            pipe._prompt_cache = tuple(x.to(world.device, dtype) for x in cache.load_prompt())
+            # The text encoders were skipped: the empty-prompt embeddings come from the latent cache.
+            pipe.set_empty_prompt(*(x.to(world.device, dtype) for x in cache.load_prompt()))
         else:
             pipe.empty_prompt()
             base.text_encoder = base.text_encoder_2 = None  # no longer needed: free their memory
