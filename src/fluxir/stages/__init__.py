@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from fluxir.config import Config, load_config, parse_override
@@ -59,6 +61,20 @@ def setup_logging() -> None:
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+
+
+@contextmanager
+def tracked_stage(name: str, args: argparse.Namespace) -> Iterator[Config]:
+    """Logging, the validated params, and a child of the pipeline's MLflow run around one stage's core.
+
+    Outside a pipeline run (no ``dvc repro`` or flow above it) nothing is tracked; see fluxir.lineage.
+    """
+    from fluxir.lineage import stage_run
+
+    setup_logging()
+    cfg = load_stage_config(args)
+    with stage_run(name, cfg):
+        yield cfg
 
 
 def stage_main(name: str, argv: list[str] | None = None) -> int:

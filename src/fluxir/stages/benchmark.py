@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from fluxir.config import Config
 from fluxir.data.images import load_rgb, write_bytes_atomic, write_image_atomic
-from fluxir.stages import REPORTS, add_common_arguments, load_stage_config, setup_logging, stage_main
+from fluxir.stages import REPORTS, add_common_arguments, stage_main, tracked_stage
 
 log = logging.getLogger(__name__)
 
@@ -234,11 +234,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fluxir.lineage import stage_run
-
-    setup_logging()
-    cfg = load_stage_config(args)
-    with stage_run("benchmark", cfg):  # a child of the pipeline's MLflow run; its own run logs into it
+    with tracked_stage("benchmark", args) as cfg:
         run_benchmark(cfg, progress=not args.no_progress)
     return 0
 

@@ -26,7 +26,7 @@ from fluxir.data.images import ImageDecodeError, load_rgb, write_bytes_atomic, w
 from fluxir.data.manifest import MANIFEST_NAME, write_manifest
 from fluxir.data.validate import KindSpec, Rule, read_validated, register_kind, validate_manifest
 from fluxir.degradation import crop_skip_reason, degrade_pair, image_rng, resolve_params
-from fluxir.stages import REPORTS, add_common_arguments, load_stage_config, setup_logging, stage_main
+from fluxir.stages import REPORTS, add_common_arguments, stage_main, tracked_stage
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fluxir.lineage import stage_run
-
-    setup_logging()
-    cfg = load_stage_config(args)
-    with stage_run("degrade", cfg):  # a child of the pipeline's MLflow run (none outside a pipeline)
+    with tracked_stage("degrade", args) as cfg:
         run_degrade(cfg, progress=not args.no_progress)
     return 0
 

@@ -33,7 +33,7 @@ from fluxir.config import Config
 from fluxir.data.images import write_bytes_atomic
 from fluxir.data.manifest import MANIFEST_NAME, ManifestError, write_manifest
 from fluxir.data.validate import read_validated, validate_manifest
-from fluxir.stages import REPORTS, add_common_arguments, load_stage_config, setup_logging, stage_main
+from fluxir.stages import REPORTS, add_common_arguments, stage_main, tracked_stage
 
 log = logging.getLogger(__name__)
 
@@ -212,11 +212,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fluxir.lineage import stage_run
-
-    setup_logging()
-    cfg = load_stage_config(args)
-    with stage_run("filter", cfg):  # a child of the pipeline's MLflow run (none outside a pipeline)
+    with tracked_stage("filter", args) as cfg:
         run_filter(cfg)
     return 0
 

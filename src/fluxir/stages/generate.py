@@ -45,7 +45,7 @@ from fluxir.data.images import encode_image, remove_partial_writes, sha256_file,
 from fluxir.data.ingest import FILE_FORMATS, ingest_folder
 from fluxir.data.manifest import MANIFEST_NAME, read_manifest, shard_relpath, write_manifest
 from fluxir.data.validate import validate_manifest
-from fluxir.stages import REPORTS, add_common_arguments, load_stage_config, setup_logging, stage_main
+from fluxir.stages import REPORTS, add_common_arguments, stage_main, tracked_stage
 
 log = logging.getLogger(__name__)
 
@@ -575,13 +575,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging()
-    cfg = load_stage_config(args)
     if args.start < 0 or (args.count is not None and args.count < 1):
         raise ConfigError(f"--start={args.start} --count={args.count}: need start >= 0 and count >= 1")
-    from fluxir.lineage import stage_run
-
-    with stage_run("generate", cfg):  # a child of the pipeline's MLflow run (none outside a pipeline)
+    with tracked_stage("generate", args) as cfg:
         run_generate(cfg, start=args.start, count=args.count, progress=not args.no_progress)
     return 0
 

@@ -38,7 +38,7 @@ from fluxir.config import Config, ConfigError
 from fluxir.data.images import ImageDecodeError, load_rgb, write_bytes_atomic
 from fluxir.data.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from fluxir.data.validate import SCORE_PREFIX, read_validated, validate_manifest
-from fluxir.stages import REPORTS, add_common_arguments, load_stage_config, setup_logging, stage_main
+from fluxir.stages import REPORTS, add_common_arguments, stage_main, tracked_stage
 
 log = logging.getLogger(__name__)
 
@@ -393,11 +393,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fluxir.lineage import stage_run
-
-    setup_logging()
-    cfg = load_stage_config(args)
-    with stage_run("score", cfg):  # a child of the pipeline's MLflow run (none outside a pipeline)
+    with tracked_stage("score", args) as cfg:
         run_score(cfg, progress=not args.no_progress)
     return 0
 
