@@ -119,9 +119,9 @@ def _log_params(client: MlflowClient, run_id: str, cfg: Mapping[str, Any]) -> No
     """``log_config``'s redaction and truncation, through a client (no active run needed)."""
     from mlflow.entities import Param
 
-    from fluxir.tracking import _param_value, redact
+    from fluxir.tracking import param_value, redact
 
-    params = [Param(k, _param_value(v)) for k, v in flatten(redact(cfg)).items()]
+    params = [Param(k, param_value(v)) for k, v in flatten(redact(cfg)).items()]
     for i in range(0, len(params), 100):  # MLflow's log_batch limit is 100 params per call
         client.log_batch(run_id, params=params[i : i + 100])
 

@@ -123,7 +123,7 @@ def redact(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: redact(v) if isinstance(v, Mapping) else v for k, v in d.items() if not is_secret_key(k)}
 
 
-def _param_value(value: Any) -> str:
+def param_value(value: Any) -> str:
     text = _URL_PASSWORD.sub(r"\g<head>:***@", str(value))
     if len(text) > MAX_PARAM_VALUE_LENGTH:
         text = text[: MAX_PARAM_VALUE_LENGTH - len(TRUNCATION_MARK)] + TRUNCATION_MARK
@@ -152,7 +152,7 @@ def log_config(cfg: Mapping[str, Any] | Any) -> dict[str, str]:
 
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         cfg = dataclasses.asdict(cfg)
-    params = {k: _param_value(v) for k, v in flatten(redact(cfg)).items()}
+    params = {k: param_value(v) for k, v in flatten(redact(cfg)).items()}
     mlflow.log_params(params)
     return params
 

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from diffusers import FluxTransformer2DModel
+from helpers import ADAPTER_VARIANTS, randomise
 from safetensors.torch import load_file
 
 from fluxir.models.adapter import FluxIRAdapter, SELayer, count_parameters
@@ -16,28 +17,10 @@ from fluxir.models.tiny import TINY_TRANSFORMER, build_tiny_pipeline
 HIDDEN = TINY_TRANSFORMER["num_attention_heads"] * TINY_TRANSFORMER["attention_head_dim"]  # 32
 N_BLOCKS = TINY_TRANSFORMER["num_layers"] + TINY_TRANSFORMER["num_single_layers"]  # 2
 
-VARIANTS = {
-    "se16": dict(rank=16),
-    "se32": dict(rank=32),
-    "se_full": dict(rank=None),
-    "single_mlp": dict(control="single_mlp"),
-    "no_text_control": dict(text_control=False),
-    "no_embeddings": dict(learnable_embeddings=False),
-}
-
 
 @pytest.fixture
 def base() -> FluxTransformer2DModel:
     return build_tiny_pipeline(seed=0).transformer
-
-
-def randomise(adapter: FluxIRAdapter, seed: int = 0) -> FluxIRAdapter:
-    """Give every parameter a random value, as a trained adapter would have (zero init hides wiring bugs)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in adapter.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return adapter
 
 
 def n(module: torch.nn.Module) -> int:
@@ -161,7 +144,7 @@ def test_structurally_unused_parameters_are_frozen(base):
 
 @pytest.mark.parametrize("variant", ["se32", "single_mlp", "no_text_control", "no_embeddings"])
 def test_save_load_round_trip_is_bitwise(base, tmp_path, variant):
-    adapter = randomise(FluxIRAdapter.from_flux(base, **VARIANTS[variant]))
+    adapter = randomise(FluxIRAdapter.from_flux(base, **ADAPTER_VARIANTS[variant]))
     adapter.save_pretrained(tmp_path)
 
     config = json.loads((tmp_path / "config.json").read_text())

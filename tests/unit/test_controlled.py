@@ -7,19 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import FluxPipeline, FluxTransformer2DModel
+from helpers import ADAPTER_VARIANTS, randomise
 
 from fluxir.models.adapter import FluxIRAdapter
 from fluxir.models.controlled import ControlledFlux
 from fluxir.models.tiny import build_tiny_pipeline
-
-VARIANTS = {
-    "se16": dict(rank=16),
-    "se32": dict(rank=32),
-    "se_full": dict(rank=None),
-    "single_mlp": dict(control="single_mlp"),
-    "no_text_control": dict(text_control=False),
-    "no_embeddings": dict(learnable_embeddings=False),
-}
 
 
 @pytest.fixture
@@ -46,21 +38,12 @@ def base_inputs(inputs: dict) -> dict:
     return {k: v for k, v in inputs.items() if k != "control_latents"}
 
 
-def randomise(adapter: FluxIRAdapter, seed: int = 1) -> FluxIRAdapter:
-    """Random values everywhere (a trained adapter): zero-initialised layers would hide wiring bugs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in adapter.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return adapter
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", ADAPTER_VARIANTS)
 def test_output_equals_base_exactly_at_initialisation(base, variant):
     inputs = make_inputs()
     with torch.no_grad():
         expected = base(**base_inputs(inputs)).sample
-        model = ControlledFlux(base, FluxIRAdapter.from_flux(base, **VARIANTS[variant]))
+        model = ControlledFlux(base, FluxIRAdapter.from_flux(base, **ADAPTER_VARIANTS[variant]))
         out = model(**inputs).sample
     assert torch.equal(out, expected)
 
@@ -77,7 +60,7 @@ def test_output_equals_base_exactly_with_bf16_base_and_fp32_adapter(base):
 
 def test_image_residuals_match_diffusers_controlnet_path(base):
     # Independent reference for the image stream: diffusers adds controlnet samples after each block.
-    adapter = randomise(FluxIRAdapter.from_flux(base, text_control=False))
+    adapter = randomise(FluxIRAdapter.from_flux(base, text_control=False), seed=1)
     model = ControlledFlux(base, adapter)
     inputs = make_inputs()
     with torch.no_grad():
@@ -106,7 +89,7 @@ def test_image_residuals_match_diffusers_controlnet_path(base):
 @pytest.mark.parametrize("variant", ["se32", "single_mlp"])
 def test_image_and_text_residuals_match_hooked_base(base, variant):
     # Independent reference for both streams: forward hooks add (p_c^i, z_c^i) to block i's outputs.
-    adapter = randomise(FluxIRAdapter.from_flux(base, **VARIANTS[variant]))
+    adapter = randomise(FluxIRAdapter.from_flux(base, **ADAPTER_VARIANTS[variant]), seed=1)
     model = ControlledFlux(base, adapter)
     inputs = make_inputs()
     with torch.no_grad():
@@ -152,7 +135,7 @@ def excitation_names(adapter: FluxIRAdapter) -> set[str]:
 
 @pytest.mark.parametrize("variant", ["se32", "se_full", "single_mlp", "no_text_control", "no_embeddings"])
 def test_optimizer_steps_move_every_trainable_adapter_parameter_and_no_base_parameter(base, variant):
-    adapter = FluxIRAdapter.from_flux(base, **VARIANTS[variant])
+    adapter = FluxIRAdapter.from_flux(base, **ADAPTER_VARIANTS[variant])
     model = ControlledFlux(base, adapter)
     assert not any(p.requires_grad for p in base.parameters())
     trainable = {name for name, p in adapter.named_parameters() if p.requires_grad}
@@ -185,7 +168,7 @@ def test_optimizer_steps_move_every_trainable_adapter_parameter_and_no_base_para
 
 
 def test_gradient_checkpointing_gives_same_output_and_gradients(base):
-    adapter = randomise(FluxIRAdapter.from_flux(base))
+    adapter = randomise(FluxIRAdapter.from_flux(base), seed=1)
     model = ControlledFlux(base, adapter)
     inputs = make_inputs()
 

@@ -9,22 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from helpers import write_params
 from PIL import Image
 
 from fluxir.cli import main as cli_main
 from fluxir.data.manifest import read_manifest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def write_params(tmp_path: Path, **sections) -> Path:
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in sections.items():
-        raw[section].update(values)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -92,12 +81,8 @@ def test_rerun_and_resume_are_bitwise_equal(filtered, tmp_path):
     assert Path("data/degrade/manifest.parquet").read_bytes() == manifest
 
     # From scratch in another folder: same bytes.
-    other = write_params(
-        tmp_path,
-        **{k: v for k, v in yaml.safe_load(filtered.read_text()).items() if k != "degrade"},
-        degrade={**yaml.safe_load(filtered.read_text())["degrade"], "out_dir": "data/degrade2"},
-    )
-    assert cli_main(["degrade", "--params", str(other), "--no-progress"]) == 0
+    other_folder = ["--set", "degrade.out_dir=data/degrade2"]
+    assert cli_main(["degrade", "--params", str(filtered), *other_folder, "--no-progress"]) == 0
     assert digests(Path("data/degrade2")) == first
 
 

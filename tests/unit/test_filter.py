@@ -8,14 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
+from helpers import write_params
 
 from fluxir.cli import main as cli_main
 from fluxir.data.images import write_image_atomic
 from fluxir.data.manifest import read_manifest, write_manifest
 from fluxir.stages.filter import histogram, select
-
-REPO = Path(__file__).resolve().parents[2]
 
 # Ten images, two metrics. By hand, keep_quantile 0.8 (linear interpolation over sorted values):
 #   sharp (higher is better): cut = quantile(0.2) = 0.2 + 0.8 * (0.3 - 0.2) = 0.28 -> fails b (0.1), g (0.2)
@@ -93,19 +91,10 @@ def _score_manifest(folder: Path) -> Path:
     return write_manifest(df, folder / "manifest.parquet", kind="score")
 
 
-def _params(tmp_path: Path, **sections) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section].update(values)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
-
-
 def test_stage_writes_kept_dropped_and_reports(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _score_manifest(tmp_path / "data" / "score")
-    assert cli_main(["filter", "--params", str(_params(tmp_path, filter={"keep_quantile": 0.8}))]) == 0
+    assert cli_main(["filter", "--params", str(write_params(tmp_path, filter={"keep_quantile": 0.8}))]) == 0
     kept = read_manifest("data/filter/manifest.parquet")
     dropped = read_manifest("data/filter/dropped.parquet")
     assert kept["id"].tolist() == list("acdefhj")
@@ -132,7 +121,7 @@ def test_stage_writes_kept_dropped_and_reports(tmp_path, monkeypatch):
 def test_disabled_filter_keeps_everything(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _score_manifest(tmp_path / "data" / "score")
-    assert cli_main(["filter", "--params", str(_params(tmp_path, filter={"enabled": False}))]) == 0
+    assert cli_main(["filter", "--params", str(write_params(tmp_path, filter={"enabled": False}))]) == 0
     assert len(read_manifest("data/filter/manifest.parquet")) == 10
     assert read_manifest("data/filter/dropped.parquet").empty
     assert "disabled: all kept" in Path("reports/filter/summary.md").read_text()
@@ -144,7 +133,7 @@ def test_a_score_manifest_without_directions_is_refused(tmp_path, monkeypatch, c
     df = read_manifest(path)
     df.attrs.pop("metrics")
     write_manifest(df, path)
-    assert cli_main(["filter", "--params", str(_params(tmp_path))]) == 2
+    assert cli_main(["filter", "--params", str(write_params(tmp_path))]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(
         "fluxir filter: error: data/score/manifest.parquet: fails expect_table_attrs_to_describe_score_columns()"
@@ -164,7 +153,7 @@ def _chain(params: Path) -> None:
 def test_chain_on_the_tiny_profile(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
-    params = _params(
+    params = write_params(
         tmp_path,
         model={"tiny_dir": str(tiny_model_dir), "device": "cpu"},
         generate={"num_images": 8, "width": 32, "height": 32, "num_inference_steps": 2},
@@ -187,7 +176,7 @@ def test_chain_on_the_tiny_profile(tiny_model_dir, tmp_path, monkeypatch):
 def test_chain_on_real_photos(photo_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
-    params = _params(
+    params = write_params(
         tmp_path,
         generate={"source": "folder", "input_dir": str(photo_dir)},
         score={"device": "cpu"},

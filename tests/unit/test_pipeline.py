@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
+from helpers import randomise
 from PIL import Image
 from skimage import data as skdata
 
@@ -19,19 +19,10 @@ def lq_photo(side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(skdata.astronaut()).resize((side, side), Image.BICUBIC))
 
 
-def randomise(adapter: FluxIRAdapter, seed: int = 0) -> FluxIRAdapter:
-    """Give every zero-initialised weight a value so the restored image really depends on the LQ input."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in adapter.parameters():
-            p.add_(torch.randn(p.shape, generator=generator) * 0.05)
-    return adapter
-
-
 @pytest.fixture(scope="module")
 def pipeline() -> FluxIRPipeline:
     base = build_tiny_pipeline(seed=0)
-    return FluxIRPipeline(base, randomise(FluxIRAdapter.from_flux(base.transformer, rank=8)))
+    return FluxIRPipeline(base, randomise(FluxIRAdapter.from_flux(base.transformer, rank=8), scale=0.05))
 
 
 def test_restores_96px_photo_to_384px(pipeline):
