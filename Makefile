@@ -35,10 +35,10 @@ browser:
 # Prefect server + the process serving fluxir/full, MLflow server, SeaweedFS (S3), all on 127.0.0.1;
 # PIDs, logs and `source .services/env` under .services/. FLUXIR_SHARD_WORKERS=N adds N shard workers.
 services: setup
-	$(RUN) python -m fluxir.services start
+	$(RUN) python -m fluxir.orchestration.services start
 
 services-stop:
-	$(RUN) python -m fluxir.services stop
+	$(RUN) python -m fluxir.orchestration.services stop
 
 lint: setup
 	$(BIN)/ruff check src tests flows bench && $(BIN)/ruff format --check src tests flows bench

@@ -52,7 +52,7 @@ def measure(side: int, tile: int, steps: int) -> dict:
 
     from fluxir.models.adapter import FluxIRAdapter
     from fluxir.models.tiny import build_tiny_pipeline
-    from fluxir.pipeline import FluxIRPipeline, RestoreOptions
+    from fluxir.restoration.pipeline import FluxIRPipeline, RestoreOptions
 
     torch.set_num_threads(1)
     base = build_tiny_pipeline(seed=0)

@@ -103,10 +103,10 @@ def analytic_step_flops(
 def build(args: argparse.Namespace, device: torch.device):
     from diffusers import AutoencoderKL, FluxTransformer2DModel
 
+    from fluxir.benchmark.param_count import FLUX_DEV_TRANSFORMER
     from fluxir.config import Config, TrainConfig
     from fluxir.models.adapter import FluxIRAdapter
     from fluxir.models.controlled import ControlledFlux
-    from fluxir.models.param_count import FLUX_DEV_TRANSFORMER
     from fluxir.models.tiny import TINY_TRANSFORMER, TINY_VAE
     from fluxir.train.engine import build_engine, init_world
     from fluxir.train.losses import vae_decoder

@@ -9,10 +9,10 @@ Scale-out: with ``shards > 1`` generation and scoring are split into index range
 in this process (a thread per shard, each a subprocess) or, with ``shard_deployment``, as flow runs of the
 deployment ``fluxir-shard/shard`` that the workers of a work pool pick up, on any machine. With
 ``shard_url`` (``s3://bucket/prefix``) shard outputs travel through S3; then they are gathered into the
-stage's output and the stage itself finishes the job (see :mod:`fluxir.shards`).
+stage's output and the stage itself finishes the job (see :mod:`fluxir.orchestration.shards`).
 
 MLflow: one parent run per flow run (tags: git SHA, dvc.lock hash, profile, flow run id), one child run
-per stage, opened by the stage itself (:mod:`fluxir.lineage`).
+per stage, opened by the stage itself (:mod:`fluxir.tracking.lineage`).
 
     python flows/fluxir_flow.py                          run once, in this process
     python flows/serve.py                                serve the deployment fluxir/full (make services)
@@ -31,8 +31,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from fluxir import lineage, orchestrate, shards, storage
 from fluxir.config import load_config
+from fluxir.orchestration import dvc as orchestrate
+from fluxir.orchestration import shards, storage
+from fluxir.tracking import lineage
 
 PROFILES = Path("configs") / "profiles"
 SHARD_DEPLOYMENT = "fluxir-shard/shard"
@@ -131,7 +133,7 @@ def publish_benchmark(project: Path, report_dir: str) -> str | None:
 
 @task(task_run_name="{stage}: run and dvc commit")
 def finish(stage: str, project: Path, env: dict[str, str]) -> None:
-    """The stage's own command over the gathered shard work, then ``dvc commit`` (see fluxir.shards)."""
+    """The stage's own command over the gathered shard work, then ``dvc commit`` (see fluxir.orchestration.shards)."""
     orchestrate.run_and_commit(stage, project, env, on_line=_log)
 
 

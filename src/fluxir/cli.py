@@ -12,10 +12,12 @@ import argparse
 import importlib
 import sys
 
+from fluxir.errors import UserError, report
+
 # name -> (module, one-line help). Add a line here when a command is built; never list a stub.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("fluxir.models.commands", "Build the tiny FLUX model or inspect a base model folder."),
-    "config": ("fluxir.config_commands", "Validate params.yaml and show every setting with its help."),
+    "config": ("fluxir.config.commands", "Validate params.yaml and show every setting with its help."),
     "generate": (
         "fluxir.stages.generate",
         "Generate images with FLUX (or SDXL), or ingest a folder of real photos.",
@@ -23,41 +25,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("fluxir.stages.score", "Score every generated image with no-reference IQA metrics (pyiqa)."),
     "filter": ("fluxir.stages.filter", "Keep images in the top keep_quantile of every IQA metric."),
     "degrade": ("fluxir.stages.degrade", "Make (HQ crop, LQ) training pairs with Real-ESRGAN degradation."),
-    "restore": ("fluxir.restore", "Restore an image or a folder of images with a trained FluxIR adapter."),
-    "params": ("fluxir.models.param_count", "Count FluxIR adapter parameters at a base's shape vs Table 2."),
+    "restore": (
+        "fluxir.restoration.restore",
+        "Restore an image or a folder of images with a trained FluxIR adapter.",
+    ),
+    "params": (
+        "fluxir.benchmark.param_count",
+        "Count FluxIR adapter parameters at a base's shape vs Table 2.",
+    ),
     "benchmark": (
         "fluxir.stages.benchmark",
         "Table 1: FluxIR and baselines on the test sets, scored with pyiqa.",
     ),
     "ablate": (
-        "fluxir.stages.ablate",
+        "fluxir.experiments.ablate",
         "Tables 2-7: run the paper's ablations as MLflow child runs of one parent.",
     ),
     "train": ("fluxir.stages.train", "Train the FluxIR adapter on degraded pairs (DeepSpeed ZeRO; resumes)."),
-    "services": ("fluxir.services", "Start, stop or list local services: Prefect, MLflow, SeaweedFS (S3)."),
+    "services": (
+        "fluxir.orchestration.services",
+        "Start, stop or list local services: Prefect, MLflow, SeaweedFS (S3).",
+    ),
 }
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from fluxir.config import ConfigError
-    from fluxir.data.manifest import ManifestError
-    from fluxir.models.adapter import AdapterMismatchError
-    from fluxir.models.flux import ModelNotFoundError
-    from fluxir.restore import RestoreError
-    from fluxir.services import ServiceError
-    from fluxir.stages.score import MissingWeightsError
-    from fluxir.train.data import TrainDataError
-
-    return (
-        ConfigError,
-        ModelNotFoundError,
-        RestoreError,
-        AdapterMismatchError,
-        ManifestError,
-        MissingWeightsError,
-        TrainDataError,
-        ServiceError,
-    )
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -81,9 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except _user_errors() as exc:
-        print(f"fluxir {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except UserError as exc:
+        return report(args.command, exc)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path, monkeypatch):
     """pyiqa's cache dir back after each test; MLflow to this test's database (mlflow.set_tracking_uri
-    also sets $MLFLOW_TRACKING_URI, which fluxir.tracking prefers: it would leak into the next test)."""
+    also sets $MLFLOW_TRACKING_URI, which fluxir.tracking.runs prefers: it would leak into the next test)."""
     import pyiqa.utils.download_util as download_util
 
     monkeypatch.setattr(download_util, "DEFAULT_CACHE_DIR", download_util.DEFAULT_CACHE_DIR)

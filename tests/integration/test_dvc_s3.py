@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fluxir import services, storage
+from fluxir.orchestration import services, storage
 
 REPO = Path(__file__).resolve().parents[2]
 S3_VARS = ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
@@ -167,7 +167,7 @@ def test_repository_remote_holds_no_endpoint_or_secret():
 
 
 def test_storage_round_trip(seaweed, tmp_path, monkeypatch):
-    """fluxir.storage (boto3), used by shards on other machines: upload a folder, download it elsewhere."""
+    """fluxir.orchestration.storage (boto3), used by shards on other machines: upload a folder, download it elsewhere."""
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FLUXIR_S3_ENDPOINT_URL"):
         monkeypatch.setenv(key, seaweed[key])
     s3 = storage.client()  # endpoint from $FLUXIR_S3_ENDPOINT_URL

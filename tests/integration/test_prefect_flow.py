@@ -75,7 +75,7 @@ def test_shards_ran_on_both_workers_through_s3(
     worker_pids = {json.loads((state / f"shard-worker-{i}.pid").read_text())["pid"] for i in (1, 2)}
     assert workers == worker_pids, "both workers must have taken shards"
 
-    from fluxir import storage
+    from fluxir.orchestration import storage
 
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, env[key])

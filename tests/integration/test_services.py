@@ -1,4 +1,4 @@
-"""`make services` / `make services-stop` (fluxir.services): PIDs, loopback-only ports, stop by signal.
+"""`make services` / `make services-stop` (fluxir.orchestration.services): PIDs, loopback-only ports, stop by signal.
 
 The full set of services is the session's ``pipeline_services`` (conftest.py): started with
 ``make services``; stopping it with ``make services-stop`` is checked when the session ends.
@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fluxir import services
+from fluxir.orchestration import services
 
 SERVICES = {"seaweedfs", "mlflow", "prefect-server", "prefect-serve", "shard-worker-1", "shard-worker-2"}
 

@@ -9,7 +9,7 @@ import pytest
 
 from fluxir.benchmark import ablations as ab
 from fluxir.config import apply_override, config_from_dict
-from fluxir.stages import ablate
+from fluxir.experiments import ablate
 
 
 def test_table2_rows_are_the_papers_ranks_with_its_numbers():

@@ -13,7 +13,7 @@ from fluxir.benchmark.methods import (
     SpandrelMethod,
     column_order,
 )
-from fluxir.pipeline import RestoreOptions, upscale_lq
+from fluxir.restoration.pipeline import RestoreOptions, upscale_lq
 
 
 def _lq(h: int = 12, w: int = 10) -> np.ndarray:

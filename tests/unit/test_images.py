@@ -16,12 +16,11 @@ from fluxir.data.images import (
     ImageDecodeError,
     decode_image,
     load_rgb,
-    remove_partial_writes,
-    sha256_file,
     to_float01,
     to_uint8,
     write_image_atomic,
 )
+from fluxir.io import remove_partial_writes, sha256_file
 
 
 def test_rgb_png_round_trips_exactly(awkward_dir, awkward_rgb):

@@ -1,4 +1,4 @@
-"""fluxir.lineage: the pipeline's MLflow run tree (parent per pipeline run, child per stage)."""
+"""fluxir.tracking.lineage: the pipeline's MLflow run tree (parent per pipeline run, child per stage)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from fluxir import lineage
 from fluxir.config import Config, TrackingConfig
+from fluxir.tracking import lineage
 
 
 @pytest.fixture
 def cfg(tmp_path, monkeypatch) -> Config:
-    # mlflow.set_tracking_uri (called by fluxir.tracking.start_run) exports MLFLOW_TRACKING_URI, which
+    # mlflow.set_tracking_uri (called by fluxir.tracking.runs.start_run) exports MLFLOW_TRACKING_URI, which
     # wins over the configured URI: start every test without it (monkeypatch removes it again after).
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return Config(
@@ -39,7 +39,7 @@ def test_outside_a_pipeline_nothing_is_logged(cfg, tmp_path, monkeypatch):
 
 def test_stage_joins_the_parent_and_the_stages_own_run_logs_into_the_child(cfg, tmp_path, monkeypatch):
     """What train and benchmark do: open their own run inside stage_run; it must be the child."""
-    from fluxir.tracking import start_run
+    from fluxir.tracking.runs import start_run
 
     monkeypatch.chdir(tmp_path)
     parent = lineage.open_pipeline_run(
@@ -95,7 +95,7 @@ def test_an_unreachable_server_never_stops_the_stage(cfg, tmp_path, monkeypatch,
         port = s.getsockname()[1]  # closed again: nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     monkeypatch.setenv(lineage.PARENT_ENV, "0" * 32)
-    with caplog.at_level("WARNING", logger="fluxir.lineage"):
+    with caplog.at_level("WARNING", logger="fluxir.tracking.lineage"):
         with lineage.stage_run("degrade", cfg, root=tmp_path) as run_id:
             ran = True
     assert ran and run_id is None
@@ -140,7 +140,7 @@ def test_one_parent_per_dvc_repro(tmp_path):
         """
         import sys
         from fluxir.config import Config, TrackingConfig
-        from fluxir.lineage import stage_run
+        from fluxir.tracking.lineage import stage_run
         cfg = Config(tracking=TrackingConfig(uri="sqlite:///mlruns.db", experiment="dvc-test"))
         with stage_run(sys.argv[1], cfg):
             open(sys.argv[1] + ".out", "w").write("done")

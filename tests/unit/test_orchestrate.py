@@ -1,4 +1,4 @@
-"""fluxir.orchestrate: params written like `dvc exp run -S`, commands and their errors, profiles."""
+"""fluxir.orchestration.dvc: params written like `dvc exp run -S`, commands and their errors, profiles."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fluxir import orchestrate
 from fluxir.config import ConfigError, load_config
+from fluxir.orchestration import dvc as orchestrate
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ from skimage import data as skdata
 
 from fluxir.models.adapter import FluxIRAdapter
 from fluxir.models.tiny import build_tiny_pipeline
-from fluxir.pipeline import FluxIRPipeline, RestoreInputError, RestoreOptions, upscale_lq
-from fluxir.tiling import exclusive_mask, layout
+from fluxir.restoration.pipeline import FluxIRPipeline, RestoreInputError, RestoreOptions, upscale_lq
+from fluxir.restoration.tiling import exclusive_mask, layout
 
 
 def lq_photo(side: int) -> np.ndarray:

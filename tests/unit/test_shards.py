@@ -1,4 +1,4 @@
-"""fluxir.shards: index ranges, and gathering shard results where the stages resume from."""
+"""fluxir.orchestration.shards: index ranges, and gathering shard results where the stages resume from."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fluxir import shards
 from fluxir.data.manifest import read_manifest, write_manifest
+from fluxir.orchestration import shards
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fluxir.tiling import blend_weights, exclusive_mask, layout, tile_starts
+from fluxir.restoration.tiling import blend_weights, exclusive_mask, layout, tile_starts
 
 
 def test_starts_cover_the_length_with_at_least_the_overlap():

@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from fluxir import tracking
+from fluxir.tracking import runs as tracking
 
 ABC_SHA256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # sha256(b"abc")
 
@@ -177,6 +177,6 @@ def test_failed_run_is_marked_and_bad_table_names_rejected(store):
 
 
 def test_importing_tracking_does_not_import_mlflow():
-    code = "import sys, fluxir.tracking; print('mlflow' in sys.modules)"
+    code = "import sys, fluxir.tracking.runs; print('mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

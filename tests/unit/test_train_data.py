@@ -12,7 +12,7 @@ import pytest
 import torch
 from train_pairs import TINY_SIZES, write_pairs
 
-from fluxir.pipeline import upscale_lq
+from fluxir.restoration.pipeline import upscale_lq
 from fluxir.train.data import (
     BucketBatches,
     LatentCache,

@@ -19,7 +19,7 @@ from train_pairs import write_pairs, write_params
 
 from fluxir.config import Config, ConfigError, TrainConfig, load_config
 from fluxir.models.adapter import FluxIRAdapter
-from fluxir.pipeline import FluxIRPipeline
+from fluxir.restoration.pipeline import FluxIRPipeline
 from fluxir.train import checkpoint as ckpt
 from fluxir.train.engine import (
     TorchEngine,
@@ -280,7 +280,7 @@ def test_exported_adapter_loads_into_the_restore_pipeline(make, tmp_path, tiny_m
     )
     pipe = FluxIRPipeline.from_pretrained(tiny_model_dir, folder)
     lq = np.zeros((8, 8, 3), np.uint8)
-    from fluxir.pipeline import RestoreOptions
+    from fluxir.restoration.pipeline import RestoreOptions
 
     assert pipe(lq, RestoreOptions(steps=2)).shape == (32, 32, 3)
 

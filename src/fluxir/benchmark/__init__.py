@@ -7,5 +7,5 @@
     grids.py     LQ | methods | HQ image grids
 
 The stage that ties them together is :mod:`fluxir.stages.benchmark`; the ablations (Tables 2-7) are
-:mod:`fluxir.stages.ablate`.
+:mod:`fluxir.experiments.ablate`.
 """

@@ -1,6 +1,6 @@
 """Restoration methods for Table 1, behind one call: ``method(lq uint8 HxWx3) -> uint8 (H*s)x(W*s)x3``.
 
-  fluxir    the trained adapter on the base FLUX (:class:`fluxir.pipeline.FluxIRPipeline`, restore.* settings)
+  fluxir    the trained adapter on the base FLUX (:class:`fluxir.restoration.pipeline.FluxIRPipeline`, restore.* settings)
   bicubic   PIL bicubic x scale: the same upscale FluxIR sees as its control image
   lanczos   PIL Lanczos x scale
   <name>    a single-image SR checkpoint the user supplies (Real-ESRGAN, BSRGAN, SwinIR, ...), loaded with
@@ -38,7 +38,7 @@ class Method(Protocol):
 
 @dataclass
 class Interpolation:
-    """Classical upscaling with PIL (``bicubic`` is :func:`fluxir.pipeline.upscale_lq`)."""
+    """Classical upscaling with PIL (``bicubic`` is :func:`fluxir.restoration.pipeline.upscale_lq`)."""
 
     name: str
     scale: int
@@ -131,7 +131,7 @@ class FluxIRMethod:
 
     @classmethod
     def load(cls, base: str, adapter: str | Path, options: Any, dtype: Any, device: Any) -> FluxIRMethod:
-        from fluxir.pipeline import FluxIRPipeline
+        from fluxir.restoration.pipeline import FluxIRPipeline
 
         adapter = Path(adapter)
         if not (adapter / "config.json").is_file():
@@ -163,7 +163,7 @@ def column_order(methods: Sequence[str], sr_models: Sequence[str]) -> list[str]:
 def build_methods(cfg: Any) -> list[Method]:
     """Every method of ``cfg.benchmark`` in column order, models loaded."""
     from fluxir.models.flux import DTYPES, pick_device, resolve_base
-    from fluxir.pipeline import RestoreOptions
+    from fluxir.restoration.pipeline import RestoreOptions
 
     b, r = cfg.benchmark, cfg.restore
     paths = {m.name: m.path for m in b.sr_models}

@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import io
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +31,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-_TMP_SUFFIX = ".tmp"
+from fluxir.io import write_bytes_atomic
+
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 JPEG_QUALITY = 95
 """Quality for JPEG outputs (4:4:4 chroma, so colour edges survive)."""
@@ -173,24 +173,6 @@ def encode_image(rgb: np.ndarray, fmt: str = "PNG") -> bytes:
     return buf.getvalue()
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the rename must not land before the bytes (power loss, not SIGKILL)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_image_atomic(path: str | os.PathLike, rgb: np.ndarray) -> str:
     """Encode ``rgb`` by the file suffix (.png, .jpg, .webp), write it atomically, return its sha256 hex."""
     path = Path(path)
@@ -200,22 +182,3 @@ def write_image_atomic(path: str | os.PathLike, rgb: np.ndarray) -> str:
     data = encode_image(rgb, fmt)
     write_bytes_atomic(path, data)
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
-            h.update(block)
-    return h.hexdigest()
-
-
-def remove_partial_writes(folder: str | os.PathLike) -> int:
-    """Delete temp files an interrupted atomic write left under ``folder``; return how many."""
-    removed = 0
-    for tmp in Path(folder).rglob(f".*{_TMP_SUFFIX}"):
-        if tmp.is_file():
-            tmp.unlink()
-            removed += 1
-    return removed

@@ -21,8 +21,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fluxir.data.images import ImageDecodeError, decode_image, encode_image, write_bytes_atomic
+from fluxir.data.images import ImageDecodeError, decode_image, encode_image
 from fluxir.data.manifest import shard_relpath
+from fluxir.io import write_bytes_atomic
 
 FILE_FORMATS = {"png": "PNG", "jpg": "JPEG"}
 

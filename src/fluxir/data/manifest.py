@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from fluxir.data.images import write_bytes_atomic
+from fluxir.errors import UserError
+from fluxir.io import write_bytes_atomic
 
 MANIFEST_NAME = "manifest.parquet"
 PATH_COLUMN = "path"
@@ -35,7 +36,7 @@ def shard_relpath(index: int, shard_size: int, image_format: str = "png") -> str
     return f"shard_{index // shard_size:03d}/{index:07d}.{image_format}"
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest that is missing, unreadable or invalid; the message is one line."""
 
 

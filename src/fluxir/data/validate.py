@@ -358,7 +358,7 @@ def _failure_line(label: str, df: pd.DataFrame, failed: list[dict[str, Any]], re
 def _write_reports(
     report: ValidationReport, outcomes: list[dict[str, Any]], label: str, folder: Path, name: str
 ) -> list[Path]:
-    from fluxir.data.images import write_bytes_atomic
+    from fluxir.io import write_bytes_atomic
 
     status = "PASSED" if report.success else "FAILED"
     header = f"Validation of {label} (kind '{report.kind}', {report.rows} rows): {status}"

@@ -44,6 +44,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.transformers.transformer_flux import FluxTransformerBlock
 from torch import nn
 
+from fluxir.errors import UserError
+
 Control = Literal["se", "single_mlp"]
 CONTROLS = ("se", "single_mlp")
 
@@ -77,7 +79,7 @@ class SELayer(nn.Module):
         return self.excite(self.squeeze(x) if self.squeeze is not None else x)
 
 
-class AdapterMismatchError(ValueError):
+class AdapterMismatchError(UserError, ValueError):
     """An adapter loaded into a base FLUX of another shape (e.g. trained on the tiny model, used on FLUX.1-dev)."""
 
 

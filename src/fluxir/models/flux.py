@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from fluxir.errors import UserError
+
 TINY = "tiny"
 FLUX_DEV = "black-forest-labs/FLUX.1-dev"
 
@@ -27,7 +29,7 @@ _REQUIRED = {
 }
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(UserError, FileNotFoundError):
     """The base model is absent or incomplete; the message says what is missing and how to fix it."""
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from fluxir.config import Config, load_config, parse_override
+from fluxir.errors import UserError, report
 
 REPORTS = Path("reports")
 """Root of stage reports (relative to the working directory, the project root under DVC)."""
@@ -67,9 +68,9 @@ def setup_logging() -> None:
 def tracked_stage(name: str, args: argparse.Namespace) -> Iterator[Config]:
     """Logging, the validated params, and a child of the pipeline's MLflow run around one stage's core.
 
-    Outside a pipeline run (no ``dvc repro`` or flow above it) nothing is tracked; see fluxir.lineage.
+    Outside a pipeline run (no ``dvc repro`` or flow above it) nothing is tracked; see fluxir.tracking.lineage.
     """
-    from fluxir.lineage import stage_run
+    from fluxir.tracking.lineage import stage_run
 
     setup_logging()
     cfg = load_stage_config(args)
@@ -77,8 +78,17 @@ def tracked_stage(name: str, args: argparse.Namespace) -> Iterator[Config]:
         yield cfg
 
 
-def stage_main(name: str, argv: list[str] | None = None) -> int:
-    """``python -m fluxir.stages.<name>``: the same parsing and one-line user errors as ``fluxir <name>``."""
-    from fluxir.cli import main
-
-    return main([name, *(sys.argv[1:] if argv is None else argv)])
+def run_stage(
+    name: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int | None],
+    argv: list[str] | None = None,
+) -> int:
+    """``python -m fluxir.stages.<name>``: the same arguments and one-line user errors as ``fluxir <name>``."""
+    parser = argparse.ArgumentParser(prog=f"fluxir {name}")
+    add_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return int(run(args) or 0)
+    except UserError as exc:
+        return report(name, exc)

@@ -31,8 +31,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fluxir.config import Config
-from fluxir.data.images import load_rgb, write_bytes_atomic, write_image_atomic
-from fluxir.stages import REPORTS, add_common_arguments, stage_main, tracked_stage
+from fluxir.data.images import load_rgb, write_image_atomic
+from fluxir.io import write_bytes_atomic
+from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ def run_benchmark(
         report_dir / "table1.md",
     )
     if b.track:
-        from fluxir.tracking import start_run
+        from fluxir.tracking.runs import start_run
 
         tags = {"stage": "benchmark", "profile": summary["profile"]}
         with start_run("benchmark", cfg.tracking.experiment, tags=tags, uri=cfg.tracking.uri):
@@ -184,7 +185,7 @@ def log_benchmark(cfg: Config, summary: Mapping[str, Any], per_image: pd.DataFra
     import mlflow
 
     from fluxir.config import to_dict
-    from fluxir.tracking import log_config, log_table
+    from fluxir.tracking.runs import log_config, log_table
 
     log_config(
         {k: v for k, v in to_dict(cfg).items() if k in ("model", "restore", "degrade", "benchmark", "score")}
@@ -240,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("benchmark", argv)
+    return run_stage("benchmark", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

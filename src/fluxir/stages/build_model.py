@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)
     cfg = load_config(args.params)
-    from fluxir.lineage import stage_run
+    from fluxir.tracking.lineage import stage_run
 
     with stage_run("build-model", cfg):  # a child of the pipeline's MLflow run (none outside a pipeline)
         record = build_model(cfg.model)

@@ -22,11 +22,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from fluxir.config import Config, DegradeConfig, to_dict
-from fluxir.data.images import ImageDecodeError, load_rgb, write_bytes_atomic, write_image_atomic
+from fluxir.data.images import ImageDecodeError, load_rgb, write_image_atomic
 from fluxir.data.manifest import MANIFEST_NAME, write_manifest
 from fluxir.data.validate import KindSpec, Rule, read_validated, register_kind, validate_manifest
 from fluxir.degradation import crop_skip_reason, degrade_pair, image_rng, resolve_params
-from fluxir.stages import REPORTS, add_common_arguments, stage_main, tracked_stage
+from fluxir.io import write_bytes_atomic
+from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("degrade", argv)
+    return run_stage("degrade", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from fluxir.config import Config
-from fluxir.data.images import write_bytes_atomic
 from fluxir.data.manifest import MANIFEST_NAME, ManifestError, write_manifest
 from fluxir.data.validate import read_validated, validate_manifest
-from fluxir.stages import REPORTS, add_common_arguments, stage_main, tracked_stage
+from fluxir.io import write_bytes_atomic
+from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("filter", argv)
+    return run_stage("filter", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -41,11 +41,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from fluxir.config import Config, ConfigError, GenerateConfig
-from fluxir.data.images import encode_image, remove_partial_writes, sha256_file, to_uint8, write_bytes_atomic
+from fluxir.data.images import encode_image, to_uint8
 from fluxir.data.ingest import FILE_FORMATS, ingest_folder
 from fluxir.data.manifest import MANIFEST_NAME, read_manifest, shard_relpath, write_manifest
 from fluxir.data.validate import validate_manifest
-from fluxir.stages import REPORTS, add_common_arguments, stage_main, tracked_stage
+from fluxir.io import remove_partial_writes, sha256_file, write_bytes_atomic
+from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
 log = logging.getLogger(__name__)
 
@@ -583,7 +584,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("generate", argv)
+    return run_stage("generate", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

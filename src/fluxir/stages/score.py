@@ -35,10 +35,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from fluxir.config import Config, ConfigError
-from fluxir.data.images import ImageDecodeError, load_rgb, write_bytes_atomic
+from fluxir.data.images import ImageDecodeError, load_rgb
 from fluxir.data.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from fluxir.data.validate import SCORE_PREFIX, read_validated, validate_manifest
-from fluxir.stages import REPORTS, add_common_arguments, stage_main, tracked_stage
+from fluxir.errors import UserError
+from fluxir.io import write_bytes_atomic
+from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ CHECKPOINT_SECONDS = 60.0
 """A rerun after a crash loses at most this much scoring work."""
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(UserError, FileNotFoundError):
     """A metric's weight file is not in the cache; the message names the file and where it goes."""
 
 
@@ -399,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("score", argv)
+    return run_stage("score", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

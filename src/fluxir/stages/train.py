@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from fluxir.stages import add_common_arguments, load_stage_config, setup_logging, stage_main
+from fluxir.stages import add_common_arguments, load_stage_config, run_stage, setup_logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     trainer = Trainer.from_config(cfg)
     if not trainer.world.is_main:
         logging.getLogger("fluxir").setLevel(logging.WARNING)
-    from fluxir.lineage import stage_run
+    from fluxir.tracking.lineage import stage_run
 
     with stage_run("train", cfg):  # child of the pipeline run (rank 0); the trainer logs into it
         state = trainer.train()
@@ -54,7 +54,7 @@ def _close_process_group() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("train", argv)
+    return run_stage("train", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fluxir.data.images import write_bytes_atomic
+from fluxir.io import write_bytes_atomic
 
 STATE_FILE = "trainer_state.json"
 ENGINE_DIR = "engine"

@@ -31,7 +31,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fluxir.data.images import load_rgb
-from fluxir.pipeline import PIXELS_PER_TOKEN, upscale_lq
+from fluxir.errors import UserError
+from fluxir.io import sha256_file
+from fluxir.restoration.pipeline import PIXELS_PER_TOKEN, upscale_lq
 
 REQUIRED_COLUMNS = ("id", "hq_path", "lq_path", "hq_height", "hq_width")
 CACHE_FORMAT = 1  # bump when the cached content changes meaning
@@ -43,7 +45,7 @@ CACHE_COMPONENTS = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "token
 Encode = Callable[[torch.Tensor], torch.Tensor]  # (1, 3, H, W) in [0, 1] -> (1, 16, H/8, W/8) scaled latent
 
 
-class TrainDataError(ValueError):
+class TrainDataError(UserError, ValueError):
     """Training data that cannot be used; the message is one line naming the file or pair and the fix."""
 
 
@@ -210,14 +212,6 @@ def encode_pair(pair: Pair, scale: int, encode: Encode) -> tuple[torch.Tensor, t
     """``(z0, z_lq)``: scaled latents (16, H/8, W/8) of the HQ crop and of the upscaled LQ image."""
     hq, _, control = pair_images(pair, scale)
     return encode(to_tensor(hq))[0], encode(to_tensor(control))[0]
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def files_digest(folder: str | os.PathLike, components: Iterable[str] = CACHE_COMPONENTS) -> str:

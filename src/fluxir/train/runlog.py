@@ -5,7 +5,7 @@
 - MLflow (``train.track``): the whole resolved config as params, the curves above plus grad norm,
   throughput (samples/s) and peak memory as metrics, LQ | restored | HQ grids as images, and a cost
   ledger (device-hours by device type) as metrics and a table; lineage tags come from
-  :func:`fluxir.tracking.start_run`.
+  :func:`fluxir.tracking.runs.start_run`.
 
 CSV rows are appended as steps finish; a resumed run first rewrites both files from the checkpoint's
 history, which drops rows a killed run wrote after its last checkpoint (and any torn last line).
@@ -91,7 +91,7 @@ class RunLog:
         import mlflow
         import pandas as pd
 
-        from fluxir.tracking import log_table
+        from fluxir.tracking.runs import log_table
 
         ledger = cost_ledger(device_seconds)
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
@@ -106,7 +106,7 @@ def tracked_run(enabled: bool, config: Config, tags: Mapping[str, Any]) -> Itera
     if not enabled:
         yield False
         return
-    from fluxir.tracking import log_config, start_run
+    from fluxir.tracking.runs import log_config, start_run
 
     with start_run("train", config.tracking.experiment, tags=tags, uri=config.tracking.uri):
         log_config(to_dict(config))

@@ -34,8 +34,8 @@ from fluxir.config import Config, ConfigError, to_dict
 from fluxir.models.adapter import FluxIRAdapter
 from fluxir.models.controlled import ControlledFlux
 from fluxir.models.flux import DTYPES, load_flux, resolve_base
-from fluxir.pipeline import FluxIRPipeline
-from fluxir.tracking import flatten
+from fluxir.restoration.pipeline import FluxIRPipeline
+from fluxir.tracking.runs import flatten
 from fluxir.train import checkpoint as ckpt
 from fluxir.train.checkpoint import TrainerState
 from fluxir.train.data import (

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from fluxir.pipeline import FluxIRPipeline, RestoreOptions, upscale_lq
+from fluxir.restoration.pipeline import FluxIRPipeline, RestoreOptions, upscale_lq
 from fluxir.train.data import Pair, pair_images
 from fluxir.train.losses import LossTerms
 

@@ -35,8 +35,9 @@ import pandas as pd
 
 from fluxir.benchmark import ablations as ab
 from fluxir.config import Config, ConfigError, load_config, parse_override, to_dict
-from fluxir.data.images import write_bytes_atomic
-from fluxir.stages import add_common_arguments, setup_logging, stage_main
+from fluxir.io import write_bytes_atomic
+from fluxir.stages import add_common_arguments, setup_logging
+from fluxir.stages import run_stage as run_entry
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def run_ablation(
     """Run every row of Table 2-6 as an MLflow child of one parent; write reports/ablations/tableN.*."""
     import mlflow
 
-    from fluxir.tracking import log_config, log_table, start_run
+    from fluxir.tracking.runs import log_config, log_table, start_run
 
     base = load_config(params, dict(overrides))
     table = ab.TABLES[table_key]
@@ -347,7 +348,7 @@ def run_table7(params: str | Path, overrides: Mapping[str, Any]) -> dict[str, An
     from fluxir.stages.filter import select
     from fluxir.stages.generate import generate_images, make_render, model_id, read_prompts
     from fluxir.stages.score import configure_torch_home, score_images
-    from fluxir.tracking import log_config, log_table, start_run
+    from fluxir.tracking.runs import log_config, log_table, start_run
 
     base = load_config(params, dict(overrides))
     device = pick_device(base.score.device)
@@ -479,7 +480,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("ablate", argv)
+    return run_entry("ablate", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

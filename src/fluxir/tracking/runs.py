@@ -1,6 +1,6 @@
 """MLflow helpers: tracking URI, lineage tags, (nested) runs, flattened config params, tables.
 
-MLflow is imported inside the functions that need it, so ``import fluxir.tracking`` stays cheap.
+MLflow is imported inside the functions that need it, so ``import fluxir.tracking.runs`` stays cheap.
 Nothing that looks like a credential is logged: :func:`log_config` drops secret-looking keys
 (:func:`redact`) and masks passwords embedded in URLs.
 """

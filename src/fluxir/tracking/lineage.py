@@ -12,11 +12,11 @@ found, not passed:
 
 A stage's ``run(args)`` wraps its work in ``with stage_run("<stage>", cfg):``. That opens the child and
 points ``$MLFLOW_RUN_ID`` at it, so a stage that opens its own MLflow run (train, benchmark: through
-:func:`fluxir.tracking.start_run`) logs into that child instead of a new top-level run. On exit the child
+:func:`fluxir.tracking.runs.start_run`) logs into that child instead of a new top-level run. On exit the child
 gets the stage's ``reports/<stage>/summary.json`` numbers as metrics and ``reports/validation/<stage>/``
 as artifacts, and ends FINISHED, or FAILED with the error as the tag ``error``.
 
-Tags on every run: git SHA and dirty flag, sha256 of dvc.lock (:func:`fluxir.tracking.lineage_tags`),
+Tags on every run: git SHA and dirty flag, sha256 of dvc.lock (:func:`fluxir.tracking.runs.lineage_tags`),
 ``profile``, ``fluxir.pipeline`` (dvc | prefect), and ``prefect.flow_run_id`` when Prefect runs it.
 """
 
@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fluxir.tracking import flatten, lineage_tags, tracking_uri
+from fluxir.tracking.runs import flatten, lineage_tags, tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -54,7 +54,7 @@ def profile_of(cfg: Config) -> str:
 
 
 def resolve_uri(uri: str, root: str | os.PathLike = ".") -> str:
-    """:func:`fluxir.tracking.tracking_uri`, with a relative ``sqlite:///file`` made absolute under ``root``.
+    """:func:`fluxir.tracking.runs.tracking_uri`, with a relative ``sqlite:///file`` made absolute under ``root``.
 
     A process whose working folder is not the project (a Prefect worker) then logs to the project's file.
     """
@@ -119,7 +119,7 @@ def _log_params(client: MlflowClient, run_id: str, cfg: Mapping[str, Any]) -> No
     """``log_config``'s redaction and truncation, through a client (no active run needed)."""
     from mlflow.entities import Param
 
-    from fluxir.tracking import param_value, redact
+    from fluxir.tracking.runs import param_value, redact
 
     params = [Param(k, param_value(v)) for k, v in flatten(redact(cfg)).items()]
     for i in range(0, len(params), 100):  # MLflow's log_batch limit is 100 params per call

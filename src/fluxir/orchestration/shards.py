@@ -5,13 +5,13 @@ A shard runs the stage's own code on a slice of the work, in a scratch folder of
             (images only; the stage writes no manifest for a range);
   score     ``python -m fluxir.stages.score`` on a slice folder (the slice's manifest plus its images).
 With a shared-storage URL (``s3://bucket/prefix``) a shard uploads its scratch folder, and the gatherer
-downloads it, so shards can run on other machines (:mod:`fluxir.storage`).
+downloads it, so shards can run on other machines (:mod:`fluxir.orchestration.storage`).
 
 Gathering puts the results where the stage itself looks for finished work, then the plain stage runs
 under DVC and does only what is left: generate finds every image on disk (no model is loaded) and writes
 the manifest; score finds every score in ``<out_dir>/.progress.parquet`` and writes the scored manifest.
 The orchestrator runs that last step itself and then ``dvc commit``s the stage (``dvc repro`` would
-delete the gathered work before running it); see :func:`fluxir.orchestrate.run_and_commit`.
+delete the gathered work before running it); see :func:`fluxir.orchestration.dvc.run_and_commit`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fluxir.orchestrate import run_command, set_option
+from fluxir.orchestration.dvc import run_command, set_option
 
 PROGRESS_NAME = ".progress.parquet"
 SLICE_MANIFEST = "manifest.parquet"

@@ -12,10 +12,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from fluxir.errors import UserError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-class RestoreError(ValueError):
+class RestoreError(UserError, ValueError):
     """A restore run that cannot start (bad arguments, missing input); printed as one line."""
 
 
@@ -63,7 +65,7 @@ def check_size(image: Path, max_pixels: int) -> None:
 def restore_paths(pipeline, source: Path, out: Path, options, max_pixels: int, overwrite: bool = False):
     """Restore every image of ``source`` into ``out``; return a RestoreReport (never raises per file)."""
     from fluxir.data.images import ImageDecodeError, load_rgb, write_image_atomic
-    from fluxir.pipeline import RestoreInputError
+    from fluxir.restoration.pipeline import RestoreInputError
 
     report = RestoreReport()
     images = collect_inputs(source)
@@ -103,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from fluxir.config import apply_override, config_from_dict, load_config
     from fluxir.models.flux import DTYPES, pick_device, resolve_base
-    from fluxir.pipeline import FluxIRPipeline, RestoreOptions
+    from fluxir.restoration.pipeline import FluxIRPipeline, RestoreOptions
 
     overrides = {
         f"restore.{name}": getattr(args, name)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from fluxir.models.adapter import FluxIRAdapter
 from fluxir.models.controlled import ControlledFlux
 from fluxir.models.flux import load_flux
-from fluxir.tiling import Tile, blend_weights, layout
+from fluxir.restoration.tiling import Tile, blend_weights, layout
 
 # 8x VAE downsampling x 2x2 latent packing: output sizes and tile offsets live on this grid.
 PIXELS_PER_TOKEN = 16

@@ -1,7 +1,7 @@
 """Local services for the pipeline, started and stopped by PID: ``make services`` / ``make services-stop``.
 
-    python -m fluxir.services start [--project DIR] [--shard-workers N]   (also `fluxir services start`)
-    python -m fluxir.services status | stop [--timeout S]
+    python -m fluxir.orchestration.services start [--project DIR] [--shard-workers N]   (also `fluxir services start`)
+    python -m fluxir.orchestration.services status | stop [--timeout S]
 
 ``start`` brings up, in this order and all bound to 127.0.0.1:
   seaweedfs       S3 object storage (``weed mini``), bucket ``fluxir``; credentials made at random per project
@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fluxir.errors import UserError
+
 HOST = "127.0.0.1"
 STATE_DIR = ".services"
 BUCKET = "fluxir"
@@ -50,7 +52,7 @@ WEED_PORTS = (
 READY_SECONDS = 120.0
 
 
-class ServiceError(RuntimeError):
+class ServiceError(UserError, RuntimeError):
     """A service did not start or stop; the message says which and where its log is."""
 
 
@@ -470,7 +472,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fluxir.services", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fluxir.orchestration.services", description=__doc__.splitlines()[0]
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

@@ -25,8 +25,10 @@ from typing import Any, Literal
 
 import yaml
 
+from fluxir.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A params file that cannot be used; the message is one line naming key, value and the fix."""
 
 

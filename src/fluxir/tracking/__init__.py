@@ -1,0 +1,1 @@
+"""MLflow: run helpers (runs) and the pipeline's run tree (lineage). MLflow itself is imported lazily."""
