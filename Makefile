@@ -40,8 +40,10 @@ services: setup
 services-stop:
 	$(RUN) python -m fluxir.orchestration.services stop
 
+# ruff, then the layer contracts in pyproject.toml ([tool.importlinter]): imports only point down.
 lint: setup
 	$(BIN)/ruff check src tests flows bench && $(BIN)/ruff format --check src tests flows bench
+	$(BIN)/lint-imports
 
 clean-venv:
 	rm -rf $(VENV)
