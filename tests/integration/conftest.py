@@ -12,18 +12,16 @@
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from pipeline_run import (
-    PIPELINE_FILES,
     REPO,
     SHARDS,
     TINY_OVERRIDES,
     FlowRun,
+    copy_pipeline_project,
     read_env_file,
     run,
     run_deployment,
@@ -33,39 +31,7 @@ from pipeline_run import (
 
 @pytest.fixture(scope="session")
 def pipeline_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pipeline") / "project"
-    root.mkdir()
-    for name in PIPELINE_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy(src, root / name)
-    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
-    run(["git", "init", "-q"], root)
-    run([sys.executable, "-m", "dvc", "init", "-q"], root)
-    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
-    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")
-    run(
-        [sys.executable, "-m", "dvc", "config", "--local", "core.site_cache_dir", str(root / ".dvc-site")],
-        root,
-    )
-    run(["git", "add", "-A"], root)
-    run(
-        [
-            "git",
-            "-c",
-            "user.name=fluxir",
-            "-c",
-            "user.email=fluxir@localhost",
-            "commit",
-            "-q",
-            "-m",
-            "pipeline",
-        ],
-        root,
-    )
-    return root
+    return copy_pipeline_project(tmp_path_factory.mktemp("pipeline") / "project")
 
 
 @pytest.fixture(scope="session")

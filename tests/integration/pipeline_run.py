@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -56,6 +57,42 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: 
         f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     )
     return done.stdout + done.stderr
+
+
+def copy_pipeline_project(root: Path) -> Path:
+    """A git + DVC copy of the project's pipeline files in ``root``: the repository's own data is never touched."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in PIPELINE_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy(src, root / name)
+    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    run(["git", "init", "-q"], root)
+    run([sys.executable, "-m", "dvc", "init", "-q"], root)
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
+    shutil.copytree(REPO / ".dvc" / "plots", root / ".dvc" / "plots")
+    run(
+        [sys.executable, "-m", "dvc", "config", "--local", "core.site_cache_dir", str(root / ".dvc-site")],
+        root,
+    )
+    run(["git", "add", "-A"], root)
+    run(
+        [
+            "git",
+            "-c",
+            "user.name=fluxir",
+            "-c",
+            "user.email=fluxir@localhost",
+            "commit",
+            "-q",
+            "-m",
+            "pipeline",
+        ],
+        root,
+    )
+    return root
 
 
 def read_env_file(path: Path) -> dict[str, str]:
