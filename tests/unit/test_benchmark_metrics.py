@@ -10,7 +10,7 @@ import torch
 
 from fluxir.benchmark.metrics import PSNR_CAP_DB, build_suite
 from fluxir.config import ConfigError
-from fluxir.stages.score import configure_torch_home
+from fluxir.iqa import configure_torch_home
 
 
 @pytest.fixture(autouse=True)

@@ -15,8 +15,9 @@ from fluxir.cli import main as cli_main
 from fluxir.config import ConfigError, config_from_dict
 from fluxir.data.images import write_image_atomic
 from fluxir.data.manifest import read_manifest, write_manifest
+from fluxir.iqa import MissingWeightsError, check_weights, create_metrics
 from fluxir.stages import score as score_stage
-from fluxir.stages.score import MissingWeightsError, check_weights, create_metrics, run_score, score_images
+from fluxir.stages.score import run_score, score_images
 
 REPO = Path(__file__).resolve().parents[2]
 

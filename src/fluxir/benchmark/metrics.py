@@ -9,15 +9,14 @@ settings. Choices stated in every report:
     not inf: PSNR is capped at 80 dB.
   - LPIPS is pyiqa's ``lpips`` (AlexNet, v0.1), lower is better.
 
-Weights are looked up before any metric is built (the score stage's ``check_weights``, plus LPIPS's
-two files here), downloads stay blocked unless ``score.allow_download``, and a metric whose files are
-missing is kept in the suite as *absent* with the reason (file name and folder), so every table still
-shows its row. Nothing is replaced by another metric.
+Weights are looked up before any metric is built (:mod:`fluxir.iqa`: ``check_weights``, and
+``missing_fr_weights`` for LPIPS's two files), downloads stay blocked unless ``score.allow_download``,
+and a metric whose files are missing is kept in the suite as *absent* with the reason (file name and
+folder), so every table still shows its row. Nothing is replaced by another metric.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from fluxir.config import ConfigError
+from fluxir.iqa import MissingWeightsError, check_weights, create_metrics, metric_config, missing_fr_weights
 
 PSNR_CAP_DB = 80.0
 """What pyiqa's PSNR gives for identical images: 10 log10(1 / eps), eps = 1e-8."""
@@ -40,15 +39,6 @@ LABELS = {
 }
 """Row names the paper uses; other metrics show their pyiqa name in upper case."""
 _Y_CHANNEL = ("psnr", "ssim")
-# Full-reference weight files (the score stage's table covers the no-reference ones), relative to the torch hub dir.
-FR_WEIGHT_FILES: dict[str, tuple[str, ...]] = {
-    "lpips": ("pyiqa/LPIPS_v0.1_alex-df73285e.pth", "checkpoints/alexnet-owt-7be5be79.pth"),
-    "lpips-vgg": ("pyiqa/LPIPS_v0.1_vgg-a78928a0.pth", "checkpoints/vgg16-397923af.pth"),
-}
-_URLS = {
-    "pyiqa/": "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/",
-    "checkpoints/": "https://download.pytorch.org/models/",
-}
 
 
 def label(name: str) -> str:
@@ -111,18 +101,6 @@ def _tensor(rgb: np.ndarray, device: Any) -> Any:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div(255).to(device)
 
 
-def _missing_fr(name: str, hub: Path) -> str | None:
-    for rel in FR_WEIGHT_FILES.get(name, ()):
-        path = hub / rel
-        if not path.is_file():
-            url = next((u + path.name for prefix, u in _URLS.items() if rel.startswith(prefix)), "")
-            return (
-                f"weight file {path.name} is not in {path.parent} (from {url}); copy it there, set "
-                "score.torch_home to a folder holding hub/, or set score.allow_download: true"
-            )
-    return None
-
-
 def build_suite(
     names: Sequence[str],
     device: Any,
@@ -133,22 +111,15 @@ def build_suite(
 ) -> MetricSuite:
     """Build each metric once; a metric whose weights are missing goes to ``absent`` with the reason.
 
-    ``hub`` is the torch hub dir (from :func:`fluxir.stages.score.configure_torch_home`); unknown metric
+    ``hub`` is the torch hub dir (from :func:`fluxir.iqa.configure_torch_home`); unknown metric
     names are a ConfigError. ``extra_kwargs[name]`` is passed to ``pyiqa.create_metric`` (tests use it to
     build a weightless code path, e.g. ``musiq`` with ``pretrained=False``).
     """
     import pyiqa
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
-
-    from fluxir.stages.score import MissingWeightsError, check_weights, create_metrics
 
     suite = MetricSuite(info={}, device=device)
     for name in names:
-        if name not in DEFAULT_CONFIGS:
-            close = difflib.get_close_matches(name, list(DEFAULT_CONFIGS), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; see `pyiqa.list_models()`"
-            raise ConfigError(f"benchmark.metrics: {name!r} is not a pyiqa metric{hint}")
-        conf = DEFAULT_CONFIGS[name]
+        conf = metric_config(name, "benchmark.metrics")
         fr = conf.get("metric_mode") == "FR"
         kwargs = dict((extra_kwargs or {}).get(name, {}))
         setting = ""
@@ -159,7 +130,7 @@ def build_suite(
             setting += f", capped at {PSNR_CAP_DB:g} dB (pyiqa eps 1e-8)"
         suite.info[name] = MetricInfo(name, label(name), bool(conf.get("lower_better", False)), fr, setting)
         if fr:
-            reason = None if allow_download else _missing_fr(name, hub)
+            reason = None if allow_download else missing_fr_weights(name, hub)
             if reason:
                 suite.absent[name] = f"{name}: {reason}"
                 continue

@@ -5,9 +5,10 @@ Those need weight files no offline machine can fetch, so the tiny profile uses `
 PIQE is a weak judge (it rated a blurred, noisy astronaut better than the clean one): it exercises
 the code, it is not evidence of quality.
 
-Weights are looked up in the torch hub cache (``$TORCH_HOME/hub``, or ``score.torch_home``) BEFORE any
-metric is built, and downloads are blocked while metrics are built (unless ``score.allow_download``),
-so a missing file stops the stage at once with one line naming the file and the folder it belongs in.
+Metrics are built by :mod:`fluxir.iqa`: weights are looked up in the torch hub cache (``$TORCH_HOME/hub``,
+or ``score.torch_home``) BEFORE any metric is built, and downloads are blocked while metrics are built
+(unless ``score.allow_download``), so a missing file stops the stage at once with one line naming the
+file and the folder it belongs in.
 
 Output: ``<out_dir>/manifest.parquet`` = the input manifest plus one ``score_<metric>`` column per
 metric (NaN when a metric fails on an image); ``attrs['metrics']`` records each metric's column and
@@ -19,14 +20,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import json
 import logging
 import math
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,147 +32,22 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from fluxir.config import Config, ConfigError
+from fluxir.config import Config
 from fluxir.data.images import ImageDecodeError, load_rgb
 from fluxir.data.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from fluxir.data.validate import SCORE_PREFIX, read_validated, validate_manifest
-from fluxir.errors import UserError
 from fluxir.io import write_bytes_atomic
+from fluxir.iqa import configure_torch_home, create_metrics, metric_directions
 from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
 log = logging.getLogger(__name__)
 
-PYIQA_WEIGHTS_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
-# Files the paper's metrics load, relative to the torch hub dir (pyiqa 0.1.16; ../ANCHORS.md section 4).
-WEIGHT_FILES: dict[str, tuple[str, ...]] = {
-    "clipiqa+_vitL14_512": ("pyiqa/CLIPIQA+_ViTL14_512-e66488f2.pth", "clip/ViT-L-14.pt"),
-    "maniqa-pipal": ("pyiqa/MANIQA_PIPAL-ae6d356b.pth",),
-    "musiq": ("pyiqa/musiq_koniq_ckpt-e95806b9.pth",),
-}
-# MANIQA also builds timm's ViT-B/8 with pretrained=True, read from the Hugging Face cache.
-HF_FILES: dict[str, tuple[tuple[str, str], ...]] = {
-    "maniqa-pipal": (("timm/vit_base_patch8_224.augreg2_in21k_ft_in1k", "model.safetensors"),),
-}
 CHECKPOINT_SECONDS = 60.0
 """A rerun after a crash loses at most this much scoring work."""
 
 
-class MissingWeightsError(UserError, FileNotFoundError):
-    """A metric's weight file is not in the cache; the message names the file and where it goes."""
-
-
 def score_column(metric: str) -> str:
     return f"{SCORE_PREFIX}{metric}"
-
-
-# ----------------------------------------------------------------------------------------------
-# Weights and metrics
-
-
-def configure_torch_home(torch_home: str = "") -> Path:
-    """Point TORCH_HOME at ``torch_home`` (if given) before pyiqa is imported; return the hub dir."""
-    import torch.hub
-
-    if torch_home:
-        os.environ["TORCH_HOME"] = str(Path(torch_home).expanduser().absolute())
-    hub = Path(torch.hub.get_dir())
-    # pyiqa reads its cache dir once, at import: keep it in step if it was imported already.
-    if "pyiqa.utils.download_util" in sys.modules:
-        sys.modules["pyiqa.utils.download_util"].DEFAULT_CACHE_DIR = str(hub / "pyiqa")
-    return hub
-
-
-def _missing_message(metric: str, path: Path, url: str | None = None) -> str:
-    where = f" (from {url})" if url else ""
-    return (
-        f"score metric '{metric}' needs weight file {path.name} in {path.parent}{where}; copy it there, "
-        "set score.torch_home to a folder holding hub/pyiqa/, or set score.allow_download: true where "
-        "the network is reachable"
-    )
-
-
-def check_weights(metrics: Sequence[str], hub: Path) -> None:
-    """Raise MissingWeightsError for the first known weight file of ``metrics`` not in the cache."""
-    for metric in metrics:
-        for rel in WEIGHT_FILES.get(metric, ()):
-            path = hub / rel
-            if not path.is_file():
-                url = f"{PYIQA_WEIGHTS_URL}/{path.name}" if rel.startswith("pyiqa/") else None
-                raise MissingWeightsError(_missing_message(metric, path, url))
-        for repo, filename in HF_FILES.get(metric, ()):
-            from huggingface_hub import constants, try_to_load_from_cache
-
-            if not isinstance(try_to_load_from_cache(repo, filename), str):
-                raise MissingWeightsError(
-                    f"score metric '{metric}' needs {repo}/{filename} in the Hugging Face cache "
-                    f"{constants.HF_HUB_CACHE}; run `huggingface-cli download {repo}` where the hub is "
-                    "reachable and copy the cache, or set score.allow_download: true"
-                )
-
-
-@contextlib.contextmanager
-def _no_downloads() -> Iterator[None]:
-    """Turn every download pyiqa would start into a MissingWeightsError naming the file."""
-    import huggingface_hub.constants as hf_constants
-    import pyiqa.archs.clip_model as clip_model
-    import pyiqa.utils.download_util as download_util
-
-    def blocked_url(url: str, dst: str, *args: Any, **kwargs: Any) -> None:
-        raise MissingWeightsError(_missing_message(_current[0], Path(dst), url))
-
-    original_clip = clip_model._download
-
-    def blocked_clip(url: str, root: str) -> str:
-        target = Path(root) / os.path.basename(url)
-        if target.is_file():
-            return original_clip(url, root)
-        raise MissingWeightsError(_missing_message(_current[0], target, url))
-
-    saved = (download_util.download_url_to_file, clip_model._download, hf_constants.HF_HUB_OFFLINE)
-    download_util.download_url_to_file, clip_model._download = blocked_url, blocked_clip
-    hf_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        download_util.download_url_to_file, clip_model._download, hf_constants.HF_HUB_OFFLINE = saved
-
-
-_current = [""]  # the metric being built, for the messages of _no_downloads
-
-
-def create_metrics(
-    names: Sequence[str], device: Any, hub: Path, allow_download: bool = False, **kwargs: Any
-) -> dict[str, Any]:
-    """Build each pyiqa metric once (NR metrics only); missing weights raise before any is built."""
-    if not allow_download:
-        check_weights(names, hub)
-    import pyiqa
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
-
-    for name in names:
-        if name not in DEFAULT_CONFIGS:
-            close = difflib.get_close_matches(name, list(DEFAULT_CONFIGS), n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; see `pyiqa.list_models()`"
-            raise ConfigError(f"score.metrics: {name!r} is not a pyiqa metric{hint}")
-        if DEFAULT_CONFIGS[name].get("metric_mode") != "NR":
-            raise ConfigError(
-                f"score.metrics: {name!r} is a full-reference metric; scoring needs no-reference ones"
-            )
-    metrics = {}
-    guard = contextlib.nullcontext() if allow_download else _no_downloads()
-    with guard:
-        for name in names:
-            _current[0] = name
-            try:
-                metrics[name] = pyiqa.create_metric(name, device=device, as_loss=False, **kwargs)
-            except MissingWeightsError:
-                raise
-            except OSError as exc:  # e.g. huggingface_hub's offline error for a timm backbone
-                raise MissingWeightsError(
-                    f"score metric '{name}' could not load its weights offline ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0]}); set score.allow_download: true where the network is reachable"
-                ) from exc
-    return metrics
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,7 +173,7 @@ def run_score(cfg: Config, progress: bool = True) -> dict[str, Any]:
     if metrics:
         directions = {m: bool(getattr(metric, "lower_better", False)) for m, metric in metrics.items()}
     else:
-        directions = _directions(s.metrics)
+        directions = metric_directions(s.metrics)
 
     last = [time.monotonic()]
 
@@ -359,12 +232,6 @@ def run_score(cfg: Config, progress: bool = True) -> dict[str, Any]:
             st["nan"],
         )
     return summary
-
-
-def _directions(names: Sequence[str]) -> dict[str, bool]:
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
-
-    return {m: bool(DEFAULT_CONFIGS.get(m, {}).get("lower_better", False)) for m in names}
 
 
 def _stats(values: pd.Series, lower_better: bool) -> dict[str, Any]:

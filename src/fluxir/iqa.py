@@ -1,0 +1,188 @@
+"""pyiqa plumbing shared by the score stage and the benchmark: weight files, the offline guard, the metric factory.
+
+The paper's no-reference metrics (``clipiqa+_vitL14_512``, ``maniqa-pipal``, ``musiq``) and LPIPS need
+weight files no offline machine can fetch. They are looked up in the torch hub cache (``$TORCH_HOME/hub``,
+or ``score.torch_home``) BEFORE any metric is built, and downloads are blocked while metrics are built
+(unless ``score.allow_download``), so a missing file stops at once with one line naming the file and the
+folder it belongs in (:class:`MissingWeightsError`, a :class:`~fluxir.errors.UserError`).
+
+pyiqa is imported inside the functions, so ``import fluxir.iqa`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from fluxir.config import ConfigError
+from fluxir.errors import UserError
+
+PYIQA_WEIGHTS_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
+# Files the paper's metrics load, relative to the torch hub dir (pyiqa 0.1.16; ../ANCHORS.md section 4).
+WEIGHT_FILES: dict[str, tuple[str, ...]] = {
+    "clipiqa+_vitL14_512": ("pyiqa/CLIPIQA+_ViTL14_512-e66488f2.pth", "clip/ViT-L-14.pt"),
+    "maniqa-pipal": ("pyiqa/MANIQA_PIPAL-ae6d356b.pth",),
+    "musiq": ("pyiqa/musiq_koniq_ckpt-e95806b9.pth",),
+}
+# MANIQA also builds timm's ViT-B/8 with pretrained=True, read from the Hugging Face cache.
+HF_FILES: dict[str, tuple[tuple[str, str], ...]] = {
+    "maniqa-pipal": (("timm/vit_base_patch8_224.augreg2_in21k_ft_in1k", "model.safetensors"),),
+}
+# Full-reference weight files (the table above covers the no-reference ones), relative to the torch hub dir.
+FR_WEIGHT_FILES: dict[str, tuple[str, ...]] = {
+    "lpips": ("pyiqa/LPIPS_v0.1_alex-df73285e.pth", "checkpoints/alexnet-owt-7be5be79.pth"),
+    "lpips-vgg": ("pyiqa/LPIPS_v0.1_vgg-a78928a0.pth", "checkpoints/vgg16-397923af.pth"),
+}
+_FR_URLS = {
+    "pyiqa/": f"{PYIQA_WEIGHTS_URL}/",
+    "checkpoints/": "https://download.pytorch.org/models/",
+}
+
+
+class MissingWeightsError(UserError, FileNotFoundError):
+    """A metric's weight file is not in the cache; the message names the file and where it goes."""
+
+
+def configure_torch_home(torch_home: str = "") -> Path:
+    """Point TORCH_HOME at ``torch_home`` (if given) before pyiqa is imported; return the hub dir."""
+    import torch.hub
+
+    if torch_home:
+        os.environ["TORCH_HOME"] = str(Path(torch_home).expanduser().absolute())
+    hub = Path(torch.hub.get_dir())
+    # pyiqa reads its cache dir once, at import: keep it in step if it was imported already.
+    if "pyiqa.utils.download_util" in sys.modules:
+        sys.modules["pyiqa.utils.download_util"].DEFAULT_CACHE_DIR = str(hub / "pyiqa")
+    return hub
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight files
+
+
+def _missing_message(metric: str, path: Path, url: str | None = None) -> str:
+    where = f" (from {url})" if url else ""
+    return (
+        f"score metric '{metric}' needs weight file {path.name} in {path.parent}{where}; copy it there, "
+        "set score.torch_home to a folder holding hub/pyiqa/, or set score.allow_download: true where "
+        "the network is reachable"
+    )
+
+
+def check_weights(metrics: Sequence[str], hub: Path) -> None:
+    """Raise MissingWeightsError for the first known weight file of ``metrics`` not in the cache."""
+    for metric in metrics:
+        for rel in WEIGHT_FILES.get(metric, ()):
+            path = hub / rel
+            if not path.is_file():
+                url = f"{PYIQA_WEIGHTS_URL}/{path.name}" if rel.startswith("pyiqa/") else None
+                raise MissingWeightsError(_missing_message(metric, path, url))
+        for repo, filename in HF_FILES.get(metric, ()):
+            from huggingface_hub import constants, try_to_load_from_cache
+
+            if not isinstance(try_to_load_from_cache(repo, filename), str):
+                raise MissingWeightsError(
+                    f"score metric '{metric}' needs {repo}/{filename} in the Hugging Face cache "
+                    f"{constants.HF_HUB_CACHE}; run `huggingface-cli download {repo}` where the hub is "
+                    "reachable and copy the cache, or set score.allow_download: true"
+                )
+
+
+def missing_fr_weights(name: str, hub: Path) -> str | None:
+    """Why full-reference metric ``name`` cannot be built offline (its first missing file), else None."""
+    for rel in FR_WEIGHT_FILES.get(name, ()):
+        path = hub / rel
+        if not path.is_file():
+            url = next((u + path.name for prefix, u in _FR_URLS.items() if rel.startswith(prefix)), "")
+            return (
+                f"weight file {path.name} is not in {path.parent} (from {url}); copy it there, set "
+                "score.torch_home to a folder holding hub/, or set score.allow_download: true"
+            )
+    return None
+
+
+@contextlib.contextmanager
+def _no_downloads() -> Iterator[None]:
+    """Turn every download pyiqa would start into a MissingWeightsError naming the file."""
+    import huggingface_hub.constants as hf_constants
+    import pyiqa.archs.clip_model as clip_model
+    import pyiqa.utils.download_util as download_util
+
+    def blocked_url(url: str, dst: str, *args: Any, **kwargs: Any) -> None:
+        raise MissingWeightsError(_missing_message(_current[0], Path(dst), url))
+
+    original_clip = clip_model._download
+
+    def blocked_clip(url: str, root: str) -> str:
+        target = Path(root) / os.path.basename(url)
+        if target.is_file():
+            return original_clip(url, root)
+        raise MissingWeightsError(_missing_message(_current[0], target, url))
+
+    saved = (download_util.download_url_to_file, clip_model._download, hf_constants.HF_HUB_OFFLINE)
+    download_util.download_url_to_file, clip_model._download = blocked_url, blocked_clip
+    hf_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        download_util.download_url_to_file, clip_model._download, hf_constants.HF_HUB_OFFLINE = saved
+
+
+_current = [""]  # the metric being built, for the messages of _no_downloads
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+
+
+def metric_config(name: str, setting: str) -> dict[str, Any]:
+    """pyiqa's default config of metric ``name``; a ConfigError naming ``setting`` when there is none."""
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    if name not in DEFAULT_CONFIGS:
+        close = difflib.get_close_matches(name, list(DEFAULT_CONFIGS), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `pyiqa.list_models()`"
+        raise ConfigError(f"{setting}: {name!r} is not a pyiqa metric{hint}")
+    return DEFAULT_CONFIGS[name]
+
+
+def metric_directions(names: Sequence[str]) -> dict[str, bool]:
+    """``{metric: lower_better}`` from pyiqa's config table, without building the metrics."""
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    return {m: bool(DEFAULT_CONFIGS.get(m, {}).get("lower_better", False)) for m in names}
+
+
+def create_metrics(
+    names: Sequence[str], device: Any, hub: Path, allow_download: bool = False, **kwargs: Any
+) -> dict[str, Any]:
+    """Build each pyiqa metric once (NR metrics only); missing weights raise before any is built."""
+    if not allow_download:
+        check_weights(names, hub)
+    import pyiqa
+
+    for name in names:
+        if metric_config(name, "score.metrics").get("metric_mode") != "NR":
+            raise ConfigError(
+                f"score.metrics: {name!r} is a full-reference metric; scoring needs no-reference ones"
+            )
+    metrics = {}
+    guard = contextlib.nullcontext() if allow_download else _no_downloads()
+    with guard:
+        for name in names:
+            _current[0] = name
+            try:
+                metrics[name] = pyiqa.create_metric(name, device=device, as_loss=False, **kwargs)
+            except MissingWeightsError:
+                raise
+            except OSError as exc:  # e.g. huggingface_hub's offline error for a timm backbone
+                raise MissingWeightsError(
+                    f"score metric '{name}' could not load its weights offline ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0]}); set score.allow_download: true where the network is reachable"
+                ) from exc
+    return metrics
