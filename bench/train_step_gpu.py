@@ -40,21 +40,6 @@ import time
 
 import torch
 
-FLUX_DEV_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    norm_num_groups=32,
-    latent_channels=16,
-    sample_size=1024,
-    scaling_factor=0.3611,
-    shift_factor=0.1159,
-    use_quant_conv=False,
-    use_post_quant_conv=False,
-)
 TEXT_TOKENS = 512
 
 
@@ -114,8 +99,16 @@ def build(args: argparse.Namespace, device: torch.device):
 
     auto = torch.bfloat16 if device.type == "cuda" else torch.float32
     dtype = auto if args.dtype == "auto" else getattr(torch, args.dtype)
+    # FLUX.1-dev's VAE: the tiny VAE's layout (4 blocks, 16 latent channels, scaling and shift) at full width.
+    flux_dev_vae = {
+        **TINY_VAE,
+        "block_out_channels": (128, 256, 512, 512),
+        "layers_per_block": 2,
+        "norm_num_groups": 32,
+        "sample_size": 1024,
+    }
     transformer_cfg, vae_cfg = (
-        (TINY_TRANSFORMER, TINY_VAE) if args.tiny else (FLUX_DEV_TRANSFORMER, FLUX_DEV_VAE)
+        (TINY_TRANSFORMER, TINY_VAE) if args.tiny else (FLUX_DEV_TRANSFORMER, flux_dev_vae)
     )
     torch.manual_seed(0)
     default = torch.get_default_dtype()

@@ -28,6 +28,7 @@ from fluxir.train.engine import (
     micro_batch_size,
     read_deepspeed_json,
 )
+from fluxir.train.build import build_trainer
 from fluxir.train.losses import fluxir_loss, vae_decoder
 from fluxir.train.trainer import Trainer, resume_conflicts, step_generator
 from fluxir.train.validation import psnr
@@ -68,7 +69,7 @@ def make(project, tiny_model_dir, monkeypatch, tmp_path):
             "restore.steps": 2,  # the final held-out PSNR restoration
             **{f"train.{k}": v for k, v in train.items()},
         }
-        return Trainer.from_config(load_config(project / "params.yaml", overrides))
+        return build_trainer(load_config(project / "params.yaml", overrides))
 
     return build
 

@@ -39,7 +39,7 @@ from fluxir.io import write_bytes_atomic
 from fluxir.stages import add_common_arguments, setup_logging
 from fluxir.stages import run_stage as run_entry
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.experiments.ablate" under python -m too
 
 # What a row can fail on without it being a bug: params, missing files/weights/models, absent stages.
 ROW_ERRORS = (ValueError, OSError, ImportError)
@@ -93,10 +93,10 @@ def pick_dataset(cfg: Config) -> dict[str, Any]:
 def train_adapter(cfg: Config) -> dict[str, Any]:
     """Train with ``cfg.train``; if the trainer is not importable, save the initial adapter and say so."""
     try:
-        from fluxir.train.trainer import Trainer
+        from fluxir.train.build import build_trainer
     except ImportError as exc:
         return _initial_adapter(cfg, f"not trained: the trainer is not importable ({exc})")
-    trainer = Trainer.from_config(cfg)
+    trainer = build_trainer(cfg)
     state = trainer.train()
     _close_process_group()
     metrics_path = Path(cfg.train.report_dir) / "metrics.json"

@@ -27,9 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_stage_config(args)
     setup_logging()
-    from fluxir.train.trainer import Trainer  # torch, diffusers, deepspeed: only when training
+    from fluxir.train.build import build_trainer  # torch, diffusers, deepspeed: only when training
 
-    trainer = Trainer.from_config(cfg)
+    trainer = build_trainer(cfg)
     if not trainer.world.is_main:
         logging.getLogger("fluxir").setLevel(logging.WARNING)
     from fluxir.tracking.lineage import stage_run

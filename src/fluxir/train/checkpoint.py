@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fluxir.io import write_bytes_atomic
+from fluxir.io import replace_dir, write_json_atomic
 
 STATE_FILE = "trainer_state.json"
 ENGINE_DIR = "engine"
@@ -103,11 +103,8 @@ def remove_partials(root: str | os.PathLike) -> int:
 def commit(partial: Path, state: TrainerState) -> Path:
     """Write the state file last, then rename the partial folder to its final name (rank 0 only)."""
     write_json_atomic(partial / STATE_FILE, asdict(state))
-    final = partial.parent / checkpoint_name(state.step)
-    if final.exists():  # the same step saved again (e.g. a rerun after completion): replace it whole
-        shutil.rmtree(final)
-    os.replace(partial, final)
-    return final
+    # The same step saved again (e.g. a rerun after completion) replaces the old folder whole.
+    return replace_dir(partial, partial.parent / checkpoint_name(state.step))
 
 
 def prune(root: str | os.PathLike, keep: int) -> list[Path]:
@@ -150,11 +147,7 @@ def load_rng(path: str | os.PathLike) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Atomic small files
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    return write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+# Curves as CSV
 
 
 def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
@@ -164,9 +157,3 @@ def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
-
-
-def write_csv_atomic(
-    path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
-) -> Path:
-    return write_bytes_atomic(path, csv_text(rows, columns).encode())

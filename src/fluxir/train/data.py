@@ -21,7 +21,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from fluxir.data.images import load_rgb
 from fluxir.errors import UserError
-from fluxir.io import sha256_file
+from fluxir.io import atomic_path, sha256_file, write_json_atomic
 from fluxir.restoration.pipeline import PIXELS_PER_TOKEN, upscale_lq
 
 REQUIRED_COLUMNS = ("id", "hq_path", "lq_path", "hq_height", "hq_width")
@@ -250,14 +249,8 @@ def cache_key(
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class LatentCache:
@@ -312,7 +305,7 @@ class LatentCache:
                 f"latent cache {self.folder}: missing {missing[:3] or PROMPT_FILE} after building"
             )
         index = {"key": self.key, "pairs": len(pairs), **meta}
-        _save_json_atomic(index, self.folder / CACHE_INDEX)
+        write_json_atomic(self.folder / CACHE_INDEX, index)
 
     def load(self, pairs: Sequence[Pair]) -> tuple[torch.Tensor, torch.Tensor]:
         """Stacked ``(z0, z_lq)`` of ``pairs``, each (B, 16, H/8, W/8)."""
@@ -321,13 +314,6 @@ class LatentCache:
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _save_json_atomic(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 class PairLatents:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from fluxir.config import ConfigError, TrainConfig
 from fluxir.models.controlled import ControlledFlux
 from fluxir.models.flux import pick_device
+from fluxir.net import free_port
 from fluxir.train.checkpoint import ENGINE_DIR
 from fluxir.train.schedules import lr_multiplier
 
@@ -67,12 +67,6 @@ class World:
         return self.rank == 0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def init_world(engine: str, device: str = "auto") -> World:
     """Set up the process group (DeepSpeed engine) and pick this process's device."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -90,7 +84,7 @@ def init_world(engine: str, device: str = "auto") -> World:
             ("MASTER_ADDR", "127.0.0.1"),
         ):
             os.environ.setdefault(key, value)
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device)
     if dev.type == "cuda":

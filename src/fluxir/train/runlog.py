@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from fluxir.config import Config, to_dict
-from fluxir.train.checkpoint import LOSS_COLUMNS, VAL_COLUMNS, TrainerState, csv_text, write_csv_atomic
+from fluxir.io import write_text_atomic
+from fluxir.train.checkpoint import LOSS_COLUMNS, VAL_COLUMNS, TrainerState, csv_text
 
 LOSS_CSV = "loss.csv"
 VAL_CSV = "val.csv"
@@ -57,8 +58,8 @@ class RunLog:
 
     def restart(self, state: TrainerState) -> None:
         """Rewrite the CSVs from the checkpoint's history (a fresh run: headers only)."""
-        write_csv_atomic(self.dir / LOSS_CSV, state.history, LOSS_COLUMNS)
-        write_csv_atomic(self.dir / VAL_CSV, state.val_history, VAL_COLUMNS)
+        write_text_atomic(self.dir / LOSS_CSV, csv_text(state.history, LOSS_COLUMNS))
+        write_text_atomic(self.dir / VAL_CSV, csv_text(state.val_history, VAL_COLUMNS))
 
     def _append(self, name: str, row: Mapping[str, Any], columns: tuple[str, ...]) -> None:
         line = csv_text([row], columns).split("\n", 1)[1]  # drop the header

@@ -15,7 +15,7 @@ The timestep reaches the model as t in [0, 1] in the model dtype and guidance as
 
 :meth:`Trainer.train` runs the steps with a ``last_step`` flag so the final evaluation and checkpoint
 always happen, resumes from the newest complete checkpoint, and writes the adapter with
-``save_pretrained``.
+``save_pretrained``. :func:`fluxir.train.build.build_trainer` assembles a Trainer from params.
 """
 
 from __future__ import annotations
@@ -31,33 +31,16 @@ import torch
 from diffusers import FluxPipeline
 
 from fluxir.config import Config, ConfigError, to_dict
+from fluxir.io import replace_dir, write_json_atomic
 from fluxir.models.adapter import FluxIRAdapter
 from fluxir.models.controlled import ControlledFlux
-from fluxir.models.flux import DTYPES, load_flux, resolve_base
 from fluxir.restoration.pipeline import FluxIRPipeline
 from fluxir.tracking.runs import flatten
 from fluxir.train import checkpoint as ckpt
 from fluxir.train.checkpoint import TrainerState
-from fluxir.train.data import (
-    BucketBatches,
-    LatentCache,
-    PairLatents,
-    cache_key,
-    files_digest,
-    read_pairs,
-    sha256_file,
-    split_heldout,
-)
-from fluxir.train.engine import (
-    Engine,
-    World,
-    all_reduce_mean,
-    barrier,
-    build_engine,
-    init_world,
-    micro_batch_size,
-)
-from fluxir.train.losses import Decode, LossTerms, fluxir_loss, vae_decoder, velocity_target
+from fluxir.train.data import BucketBatches, PairLatents
+from fluxir.train.engine import Engine, World, all_reduce_mean, barrier, micro_batch_size
+from fluxir.train.losses import Decode, LossTerms, fluxir_loss, velocity_target
 from fluxir.train.runlog import RunLog, device_type, peak_memory_gib, tracked_run
 from fluxir.train.sampler import make_sampler
 from fluxir.train.validation import heldout_psnr, restore_grid, validation_loss
@@ -333,14 +316,9 @@ class Trainer:
             adapter = FluxIRAdapter.from_config(self.model.adapter.config)
             adapter.load_state_dict(state)
             tmp = self.out_dir / f".{ADAPTER_DIR}.tmp"
-            old = self.out_dir / f".{ADAPTER_DIR}.old"
-            for leftover in (tmp, old):
-                shutil.rmtree(leftover, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
             adapter.save_pretrained(tmp, safe_serialization=True)
-            if target.exists():
-                target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
+            replace_dir(tmp, target)
         barrier(self.world)
         return target
 
@@ -386,7 +364,7 @@ class Trainer:
             summary = self._summary(state)
             if run_log is not None:
                 run_log.finish(summary, state.device_seconds, state.step)
-                ckpt.write_json_atomic(Path(cfg.report_dir) / "metrics.json", summary)
+                write_json_atomic(Path(cfg.report_dir) / "metrics.json", summary)
         return state
 
     def _record_val(self, state: TrainerState, run_log: RunLog | None) -> None:
@@ -413,114 +391,3 @@ class Trainer:
             )
         summary["device_hours"] = sum(state.device_seconds.values()) / 3600
         return summary
-
-    # ------------------------------------------------------------------ assembly
-    @classmethod
-    def from_config(cls, config: Config) -> Trainer:
-        """Everything a run needs from params: processes, data, cached latents, base + adapter, engine."""
-        cfg = config.train
-        if config.model.dtype == "float16":
-            raise ConfigError("model.dtype='float16': training runs in float32 (CPU) or bfloat16 (GPU)")
-        world = init_world(cfg.engine, config.model.device)
-        dtype = DTYPES[config.model.dtype]
-        scale, max_len = config.degrade.scale, config.model.max_sequence_length
-        pairs = read_pairs(cfg.manifest)
-        train_pairs, val_pairs = split_heldout(pairs, cfg.val_size)
-        batches = BucketBatches([(p.height, p.width) for p in train_pairs], cfg.batch_size, cfg.seed)
-
-        # Base model; the text encoders are skipped when the cache already holds the prompt embeddings.
-        source = resolve_base(config.model.base, config.model.tiny_dir)
-        manifest_sha = sha256_file(cfg.manifest)
-
-        def make_cache() -> LatentCache | None:
-            folder = _local_snapshot(source)
-            if not cfg.cache_latents or folder is None:
-                return None
-            return LatentCache(
-                cfg.cache_dir, cache_key(manifest_sha, files_digest(folder), dtype, scale, max_len)
-            )
-
-        cache = make_cache()
-        skip_text = cache is not None and cache.complete
-        no_text = (
-            dict(text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None)
-            if skip_text
-            else {}
-        )
-        base = load_flux(source, torch_dtype=dtype, device=world.device, **no_text)
-        torch.manual_seed(cfg.seed)  # the SE squeeze layers' random init
-        adapter = FluxIRAdapter.from_flux(
-            base.transformer,
-            rank=cfg.rank,
-            control=cfg.control,
-            text_control=cfg.text_control,
-            learnable_embeddings=cfg.learnable_embeddings,
-            max_sequence_length=max_len,
-            dtype=torch.float32,
-        )
-        pipe = FluxIRPipeline(base, adapter, max_sequence_length=max_len)
-        if skip_text:
-            # The text encoders were skipped: the empty-prompt embeddings come from the latent cache.
-            pipe.set_empty_prompt(*(x.to(world.device, dtype) for x in cache.load_prompt()))
-        else:
-            pipe.empty_prompt()
-            base.text_encoder = base.text_encoder_2 = None  # no longer needed: free their memory
-            cache = cache or make_cache()  # a hub id is only in the local cache after loading
-        if cache is not None and not cache.complete:
-            made = cache.build(pairs, scale, pipe.encode, world.rank, world.size)
-            log.info("latent cache %s: encoded %d pair(s)", cache.folder, made)
-            if world.is_main:
-                cache.save_prompt(*pipe.empty_prompt())
-            barrier(world)
-            if world.is_main:
-                cache.finish(pairs, {"manifest": str(cfg.manifest), "base": str(source), "dtype": str(dtype)})
-            barrier(world)
-        encode = None if cache is not None else pipe.encode
-        data = TrainData(
-            train=PairLatents(train_pairs, scale, cache, encode),
-            batches=batches,
-            val=PairLatents(val_pairs, scale, cache, encode),
-            scale=scale,
-        )
-
-        if cfg.gradient_checkpointing:
-            pipe.model.enable_gradient_checkpointing()
-            base.vae.enable_gradient_checkpointing()  # the pixel loss backpropagates through the decoder
-        use_pixel = cfg.pixel_loss and cfg.alpha > 0
-        engine = build_engine(pipe.model, cfg, world, dtype)
-        prompt = Prompt(*pipe.empty_prompt())
-        log.info(
-            "train: %d pairs (%d held out) in %d size bucket(s), %d batches/epoch; %d process(es) on %s, %s",
-            len(pairs),
-            len(val_pairs),
-            len(batches.buckets),
-            batches.batches_per_epoch,
-            world.size,
-            world.device,
-            cfg.engine,
-        )
-        return cls(
-            config,
-            pipe.model,
-            engine,
-            world,
-            prompt,
-            vae_decoder(base.vae) if use_pixel else None,
-            data=data,
-            pipe=pipe,
-            compute_dtype=dtype,
-            latent_channels=base.vae.config.latent_channels,
-        )
-
-
-def _local_snapshot(source: str) -> Path | None:
-    """The local folder of a base: the folder itself, or a hub id's snapshot in the HF cache (None if absent)."""
-    folder = Path(source).expanduser()
-    if folder.is_dir():
-        return folder
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(source, local_files_only=True))
-    except Exception:  # not downloaded yet (or not a hub id): no cache key before loading
-        return None
