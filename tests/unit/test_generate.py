@@ -22,7 +22,8 @@ from fluxir.config import ConfigError, config_from_dict
 from fluxir.data.images import load_rgb
 from fluxir.data.ingest import ingest_folder
 from fluxir.data.manifest import read_manifest
-from fluxir.stages.generate import FluxRender, generate_images, run_generate
+from fluxir.models.text_to_image import FluxRender
+from fluxir.stages.generate import generate_images, run_generate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -382,7 +383,7 @@ def test_sdxl_pipelines_reuse_text_embeddings_and_match_the_prompt_path(tmp_path
     import torch
 
     from fluxir.data.images import to_uint8
-    from fluxir.stages.generate import DiffusersRender, load_text_to_image
+    from fluxir.models.text_to_image import DiffusersRender, load_text_to_image
 
     pipe = load_text_to_image(str(_save_tiny_sdxl(tmp_path / "sdxl")), torch.float32, "cpu")
     assert type(pipe).__name__ == "StableDiffusionXLPipeline"

@@ -48,6 +48,14 @@ def missing_components(folder: Path, components: tuple[str, ...] | None = None) 
     return missing
 
 
+def is_hub_id(source: str) -> bool:
+    """True when ``source`` names a Hugging Face hub repo (``owner/name``), not a local folder.
+
+    A path that exists, starts with '.', '/' or '~', or does not have exactly one '/' is a folder.
+    """
+    return not (Path(source).exists() or source.startswith((".", "/", "~")) or source.count("/") != 1)
+
+
 def resolve_base(base: str, tiny_dir: str | Path = "data/models/tiny-flux") -> str:
     """Map ``model.base`` to what ``from_pretrained`` takes: 'tiny' -> the tiny folder."""
     if base == TINY:
@@ -89,9 +97,8 @@ def load_flux(
     from diffusers import FluxPipeline
 
     source = str(path_or_id)
-    local = Path(source)
-    if local.exists() or source.startswith((".", "/", "~")) or source.count("/") != 1:
-        local = local.expanduser()
+    if not is_hub_id(source):
+        local = Path(source).expanduser()
         if not local.is_dir():
             raise ModelNotFoundError(
                 f"base model folder {local} does not exist; pass a FLUX pipeline folder, a hub id like "

@@ -23,7 +23,6 @@ Layout of ``out_dir``:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -34,32 +33,24 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from fluxir.config import Config, ConfigError, GenerateConfig
-from fluxir.data.images import encode_image, to_uint8
+from fluxir.data.images import encode_image
 from fluxir.data.ingest import FILE_FORMATS, ingest_folder
 from fluxir.data.manifest import MANIFEST_NAME, read_manifest, shard_relpath, write_manifest
 from fluxir.data.validate import validate_manifest
-from fluxir.io import remove_partial_writes, sha256_file, write_bytes_atomic
+from fluxir.io import remove_partial_writes, sha256_bytes, sha256_file, write_bytes_atomic
+from fluxir.models.text_to_image import FLUX, FOLDER, Render, make_render, model_id
 from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
-FLUX, FOLDER, SDXL = "flux", "folder", "sdxl"
-SDXL_ID = "stabilityai/stable-diffusion-xl-base-1.0"
 REJECTED_NAME = "rejected.parquet"
 RUN_RECORD = "run.json"
-
-
-class Render(Protocol):
-    """Text-to-image batch call: one prompt and one seed per image -> B x H x W x 3 uint8."""
-
-    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray: ...
 
 
 def read_prompts(cfg: GenerateConfig) -> list[str]:
@@ -154,7 +145,7 @@ def generate_images(
                 if k in missing:
                     data = encode_image(image, fmt)
                     write_bytes_atomic(path_of[k], data)
-                    made[k] = hashlib.sha256(data).hexdigest()
+                    made[k] = sha256_bytes(data)
             bar.update(len(todo))
             since_checkpoint += len(todo)
         created = _now()
@@ -168,177 +159,6 @@ def generate_images(
 
 # ----------------------------------------------------------------------------------------------
 # Models
-
-
-class FluxRender:
-    """FluxPipeline batch renderer; text embeddings are computed once per distinct prompt and reused."""
-
-    def __init__(self, pipe: Any, cfg: GenerateConfig, max_sequence_length: int = 512) -> None:
-        self.pipe, self.cfg, self.max_sequence_length = pipe, cfg, max_sequence_length
-        self.embeddings: dict[str, tuple[Any, Any]] = {}
-        self.encode_calls = 0
-
-    def _embed(self, prompt: str) -> tuple[Any, Any]:
-        if prompt not in self.embeddings:
-            import torch
-
-            with torch.no_grad():
-                prompt_embeds, pooled, _ = self.pipe.encode_prompt(
-                    prompt=prompt,
-                    prompt_2=None,
-                    device=self.pipe._execution_device,
-                    max_sequence_length=self.max_sequence_length,
-                )
-            self.embeddings[prompt] = (prompt_embeds, pooled)
-            self.encode_calls += 1
-        return self.embeddings[prompt]
-
-    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
-        import torch
-
-        embeds = [self._embed(p) for p in prompts]
-        # CPU generators: the initial noise of image k is the same on every device.
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        out = self.pipe(
-            prompt_embeds=torch.cat([e[0] for e in embeds]),
-            pooled_prompt_embeds=torch.cat([e[1] for e in embeds]),
-            height=self.cfg.height,
-            width=self.cfg.width,
-            num_inference_steps=self.cfg.num_inference_steps,
-            guidance_scale=self.cfg.guidance_scale,
-            generator=generators,
-            max_sequence_length=self.max_sequence_length,
-            output_type="np",
-        )
-        return to_uint8(out.images)
-
-
-class DiffusersRender:
-    """Any diffusers text-to-image pipeline; SDXL's text embeddings are cached per prompt too."""
-
-    def __init__(self, pipe: Any, cfg: GenerateConfig) -> None:
-        from diffusers import StableDiffusionXLPipeline
-
-        self.pipe, self.cfg = pipe, cfg
-        self.is_sdxl = isinstance(pipe, StableDiffusionXLPipeline)
-        self.embeddings: dict[str, tuple[Any, ...]] = {}
-
-    def _embed(self, prompt: str) -> tuple[Any, ...]:
-        if prompt not in self.embeddings:
-            import torch
-
-            with torch.no_grad():
-                self.embeddings[prompt] = tuple(
-                    self.pipe.encode_prompt(
-                        prompt=prompt,
-                        device=self.pipe._execution_device,
-                        num_images_per_prompt=1,
-                        do_classifier_free_guidance=self.cfg.guidance_scale > 1,
-                    )
-                )
-        return self.embeddings[prompt]
-
-    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
-        import torch
-
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        kwargs: dict[str, Any] = {}
-        if self.is_sdxl:
-            names = (
-                "prompt_embeds",
-                "negative_prompt_embeds",
-                "pooled_prompt_embeds",
-                "negative_pooled_prompt_embeds",
-            )
-            embeds = [self._embed(p) for p in prompts]
-            for i, name in enumerate(names):
-                if embeds[0][i] is not None:
-                    kwargs[name] = torch.cat([e[i] for e in embeds])
-        else:  # generic pipelines: no common embedding API, so prompts go in as text
-            kwargs["prompt"] = list(prompts)
-        out = self.pipe(
-            height=self.cfg.height,
-            width=self.cfg.width,
-            num_inference_steps=self.cfg.num_inference_steps,
-            guidance_scale=self.cfg.guidance_scale,
-            generator=generators,
-            output_type="np",
-            **kwargs,
-        )
-        return to_uint8(out.images)
-
-
-def load_text_to_image(model_id: str, torch_dtype: Any, device: Any) -> Any:
-    """Load a diffusers text-to-image pipeline by hub id or folder; a clear error when it is not there."""
-    from diffusers import AutoPipelineForText2Image
-
-    from fluxir.models.flux import ModelNotFoundError
-
-    local = Path(model_id).expanduser()
-    if local.exists() or model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
-        if not local.is_dir():
-            raise ModelNotFoundError(
-                f"generate.source={model_id!r}: no such pipeline folder; use 'flux', 'sdxl', 'folder', "
-                "a diffusers hub id (owner/name) or a local diffusers pipeline folder"
-            )
-        model_id = str(local)
-    try:
-        pipe = AutoPipelineForText2Image.from_pretrained(model_id, dtype=torch_dtype)
-    except OSError as exc:
-        raise ModelNotFoundError(
-            f"generate.source: could not load the text-to-image pipeline {model_id!r}: not in the local "
-            f"Hugging Face cache and the hub is unreachable ({type(exc).__name__}); run "
-            f"`huggingface-cli download {model_id}` where the hub is reachable, or pass a local folder"
-        ) from exc
-    except ValueError as exc:
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ModelNotFoundError(
-            f"generate.source: {model_id!r} does not load as a diffusers text-to-image pipeline ({reason})"
-        ) from exc
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
-
-
-class LazyRender:
-    """Builds the renderer on first use, so a rerun with every image on disk never loads a model."""
-
-    def __init__(self, factory: Callable[[], Render]) -> None:
-        self.factory, self.render = factory, None
-        self.load_seconds = 0.0
-
-    def __call__(self, prompts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
-        if self.render is None:
-            t0 = time.perf_counter()
-            self.render = self.factory()
-            self.load_seconds = time.perf_counter() - t0
-        return self.render(prompts, seeds)
-
-
-def model_id(cfg: Config) -> str:
-    """What the images come from, as recorded in the manifest's ``model`` column."""
-    src = cfg.generate.source
-    if src == FLUX:
-        return cfg.model.base
-    if src == FOLDER:
-        return cfg.generate.input_dir
-    return SDXL_ID if src == SDXL else src
-
-
-def make_render(cfg: Config) -> Render:
-    """The renderer for ``generate.source`` (flux, sdxl or a diffusers id); models load on first use."""
-    from fluxir.models.flux import DTYPES, TINY, load_flux, pick_device, resolve_base
-
-    dtype, device = DTYPES[cfg.model.dtype], pick_device(cfg.model.device)
-    if cfg.generate.source == FLUX:
-        path = resolve_base(cfg.model.base, cfg.model.tiny_dir) if cfg.model.base == TINY else cfg.model.base
-
-        def flux() -> Render:
-            pipe = load_flux(path, torch_dtype=dtype, device=device)
-            pipe.set_progress_bar_config(disable=True)
-            return FluxRender(pipe, cfg.generate, cfg.model.max_sequence_length)
-
-        return LazyRender(flux)
-    return LazyRender(lambda: DiffusersRender(load_text_to_image(model_id(cfg), dtype, device), cfg.generate))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,7 +182,7 @@ def run_record(cfg: Config, prompts: Sequence[str]) -> dict[str, Any]:
         "num_inference_steps": g.num_inference_steps,
         "guidance_scale": g.guidance_scale,
         "seed": g.seed,
-        "prompts_sha256": hashlib.sha256("\n".join(prompts).encode()).hexdigest(),
+        "prompts_sha256": sha256_bytes("\n".join(prompts).encode()),
         "dtype": cfg.model.dtype,
         "max_sequence_length": cfg.model.max_sequence_length,
     }
