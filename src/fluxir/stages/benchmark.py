@@ -35,7 +35,7 @@ from fluxir.data.images import load_rgb, write_image_atomic
 from fluxir.io import write_bytes_atomic
 from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
 TINY_NOTE = (
     "Made with the tiny random-weight FLUX model (model.base: tiny): this exercises the code path "

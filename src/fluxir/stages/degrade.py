@@ -29,7 +29,7 @@ from fluxir.degradation import crop_skip_reason, degrade_pair, image_rng, resolv
 from fluxir.io import write_bytes_atomic
 from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
 REJECTED_NAME = "rejected.parquet"
 RUN_RECORD = ".degrade-run.json"

@@ -35,7 +35,7 @@ from fluxir.data.validate import read_validated, validate_manifest
 from fluxir.io import write_bytes_atomic
 from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
 DROPPED_NAME = "dropped.parquet"
 

@@ -40,7 +40,7 @@ from fluxir.io import write_bytes_atomic
 from fluxir.iqa import configure_torch_home, create_metrics, metric_directions
 from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
 CHECKPOINT_SECONDS = 60.0
 """A rerun after a crash loses at most this much scoring work."""
