@@ -122,7 +122,7 @@ def test_push_pull_with_local_config(seaweed, tmp_path, monkeypatch):
     # The objects really are in SeaweedFS: 3 files, content-addressed, plus the folder's .dir listing.
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, seaweed[key])
-    objects = dict(storage.iter_objects(bucket_path, storage.client(seaweed["FLUXIR_S3_ENDPOINT_URL"])))
+    objects = dict(storage.iter_objects(bucket_path, storage.filesystem(seaweed["FLUXIR_S3_ENDPOINT_URL"])))
     assert len(objects) == 4 and sum(objects.values()) >= 200_000 + 700
 
 
@@ -167,10 +167,10 @@ def test_repository_remote_holds_no_endpoint_or_secret():
 
 
 def test_storage_round_trip(seaweed, tmp_path, monkeypatch):
-    """fluxir.orchestration.storage (boto3), used by shards on other machines: upload a folder, download it elsewhere."""
+    """fluxir.orchestration.storage (s3fs), used by shards on other machines: upload a folder, download it elsewhere."""
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "FLUXIR_S3_ENDPOINT_URL"):
         monkeypatch.setenv(key, seaweed[key])
-    s3 = storage.client()  # endpoint from $FLUXIR_S3_ENDPOINT_URL
+    s3 = storage.filesystem()  # endpoint from $FLUXIR_S3_ENDPOINT_URL
     src = tmp_path / "src"
     (src / "shard_000").mkdir(parents=True)
     (src / "shard_000" / "0000000.png").write_bytes(b"\x89PNG" + bytes(range(256)) * 40)
@@ -185,20 +185,17 @@ def test_storage_round_trip(seaweed, tmp_path, monkeypatch):
     assert sorted(storage.download_prefix(url, dst, s3)) == ["run.json", "shard_000/0000000.png"]
     assert _digests(dst) == {k: v for k, v in _digests(src).items() if not k.endswith(".tmp")}
     assert storage.download_prefix(url, dst, s3) == []
-    assert not list(dst.rglob("*.part"))
+    assert not list(dst.rglob(".*")) and not list(dst.rglob("*.part")), "no temp file of a download is left"
 
 
 class _Listing:
-    """Just enough of a boto3 client to list given keys."""
+    """Just enough of an s3fs file system to list given keys."""
 
     def __init__(self, keys: list[str]) -> None:
         self.keys = keys
 
-    def get_paginator(self, name: str):
-        return self
-
-    def paginate(self, Bucket: str, Prefix: str):
-        return [{"Contents": [{"Key": Prefix + k, "Size": 1} for k in self.keys]}]
+    def find(self, path: str, detail: bool = False):
+        return {f"{path}/{k}": {"name": f"{path}/{k}", "size": 1, "type": "file"} for k in self.keys}
 
 
 @pytest.mark.parametrize("key", ["../escape", "a/../../escape", "/abs"])

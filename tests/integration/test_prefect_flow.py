@@ -79,7 +79,7 @@ def test_shards_ran_on_both_workers_through_s3(
 
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, env[key])
-    s3 = storage.client(env["FLUXIR_S3_ENDPOINT_URL"])
+    s3 = storage.filesystem(env["FLUXIR_S3_ENDPOINT_URL"])
     keys = [k for k, _ in storage.iter_objects(f"{SHARDS['shard_url']}/{finished_run.flow_run_id}", s3)]
     images = [k for k in keys if k.startswith("generate/") and k.endswith(".png")]
     assert len(images) == 8  # generate.num_images, each uploaded once by the shard that made it

@@ -1,4 +1,5 @@
-"""`make services` / `make services-stop` (fluxir.orchestration.services): PIDs, loopback-only ports, stop by signal.
+"""`make services` / `make services-stop` (fluxir.orchestration.services, .processes): PIDs, loopback-only
+ports, stop by signal.
 
 The full set of services is the session's ``pipeline_services`` (conftest.py): started with
 ``make services``; stopping it with ``make services-stop`` is checked when the session ends.
@@ -16,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fluxir.orchestration import services
+from fluxir.orchestration import processes, services
 
 SERVICES = {"seaweedfs", "mlflow", "prefect-server", "prefect-serve", "shard-worker-1", "shard-worker-2"}
 
@@ -76,7 +77,7 @@ def _sleeper(ignore_term: bool) -> subprocess.Popen:
 def test_stop_terminates_then_kills_after_the_timeout():
     polite, stubborn = _sleeper(ignore_term=False), _sleeper(ignore_term=True)
     t0 = time.monotonic()
-    outcome = services.stop_pids({"polite": polite.pid, "stubborn": stubborn.pid}, timeout=1.0)
+    outcome = processes.stop_pids({"polite": polite.pid, "stubborn": stubborn.pid}, timeout=1.0)
     elapsed = time.monotonic() - t0
     assert outcome == {"polite": "terminated", "stubborn": "killed"}
     # (psutil reaps them, so Popen sees no exit status; what matters is that both are gone)
@@ -92,7 +93,7 @@ def test_pid_file_of_another_process_is_never_trusted(tmp_path):
         state.mkdir()
         rec = {"pid": victim.pid, "create_time": psutil.Process(victim.pid).create_time() - 100}
         (state / "mlflow.pid").write_text(json.dumps(rec))
-        assert services.read_pid(state / "mlflow.pid") is None
+        assert processes.read_pid(state / "mlflow.pid") is None
         assert services.stop(tmp_path, timeout=1, echo=lambda _: None) == {"mlflow": "gone"}
         assert victim.poll() is None, "an unrelated process must survive"
     finally:

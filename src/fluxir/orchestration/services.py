@@ -13,7 +13,7 @@ Each port is the usual one (8333, 5000, 4200) when free, else a free one. PIDs, 
 shell file of the variables clients need (``source .services/env``) go under ``<project>/.services/``.
 ``stop`` sends SIGTERM to each service's process group, then SIGKILL after ``--timeout`` seconds (Prefect
 workers ignore a first SIGTERM); a PID file is trusted only while the process still has the start time
-it recorded, so a reused PID is never signalled.
+it recorded, so a reused PID is never signalled (:mod:`fluxir.orchestration.processes`).
 """
 
 from __future__ import annotations
@@ -24,21 +24,20 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fluxir.errors import UserError
+from fluxir.errors import UserError, report
+from fluxir.io import write_json_atomic, write_text_atomic
+from fluxir.net import LOOPBACK, free_port, http_ok
+from fluxir.orchestration.processes import launch, read_pid, stop_pid, stop_pids, tail
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 STATE_DIR = ".services"
 BUCKET = "fluxir"
 SHARD_POOL = "fluxir-shards"
@@ -69,108 +68,6 @@ class Service:
 
 
 # ----------------------------------------------------------------------------------------------
-# Ports, PID files, readiness
-
-
-def free_port(preferred: int | None = None) -> int:
-    """``preferred`` if nothing listens there on 127.0.0.1, else a port the OS hands out."""
-    for port in ([preferred] if preferred else []) + [0]:
-        with socket.socket() as s:
-            try:
-                s.bind((HOST, port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise ServiceError("no free TCP port on 127.0.0.1")
-
-
-def http_ok(url: str, timeout: float = 2.0) -> bool:
-    """Whether ``url`` answers with a status below 500 (S3 answers 403 to anonymous requests)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status < 500
-    except urllib.error.HTTPError as exc:
-        return exc.code < 500
-    except (OSError, ValueError):
-        return False
-
-
-def _create_time(pid: int) -> float | None:
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
-    except psutil.Error:
-        return None
-
-
-def read_pid(path: Path) -> dict[str, Any] | None:
-    """The record of a PID file whose process is still the one that wrote it, else None."""
-    try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    created = _create_time(int(rec.get("pid", 0)))
-    if created is None or abs(created - float(rec.get("create_time", -1))) > 1.0:
-        return None
-    return rec
-
-
-def _write_json(path: Path, payload: Mapping[str, Any], mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
-def stop_pid(pid: int, timeout: float = 10.0) -> str:
-    """SIGTERM the process group of ``pid`` (and stray descendants), SIGKILL what is left after ``timeout``.
-
-    Returns 'terminated', 'killed' or 'gone'.
-    """
-    return stop_pids({"": pid}, timeout)[""]
-
-
-def stop_pids(pids: Mapping[str, int], timeout: float = 10.0) -> dict[str, str]:
-    """:func:`stop_pid` for several services at once (one shared timeout, in the given order)."""
-    import psutil
-
-    trees: dict[str, list[Any]] = {}
-    outcome = {}
-    for name, pid in pids.items():
-        try:
-            root = psutil.Process(pid)
-            trees[name] = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            outcome[name] = "gone"
-    for name, procs in trees.items():
-        _signal_all(pids[name], procs, signal.SIGTERM)
-    _, alive = psutil.wait_procs([p for procs in trees.values() for p in procs], timeout=timeout)
-    for name, procs in trees.items():
-        left = [p for p in procs if p in alive]
-        outcome[name] = "killed" if left else "terminated"
-        if left:
-            _signal_all(pids[name], left, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=5)
-    return outcome
-
-
-def _signal_all(pgid: int, procs: list[Any], sig: signal.Signals) -> None:
-    import psutil
-
-    try:
-        os.killpg(pgid, sig)  # services start as session leaders: pgid == pid
-    except (ProcessLookupError, PermissionError):
-        pass
-    for p in procs:  # descendants that left the group (new sessions) get it directly
-        try:
-            p.send_signal(sig)
-        except psutil.Error:
-            pass
-
-
-# ----------------------------------------------------------------------------------------------
 # The services of a project
 
 
@@ -189,7 +86,7 @@ def _s3_credentials(state: Path) -> dict[str, str]:
     if path.is_file():
         return json.loads(path.read_text())
     creds = {"access_key": "fluxir" + secrets.token_hex(6), "secret_key": secrets.token_urlsafe(24)}
-    _write_json(path, creds, mode=0o600)
+    write_json_atomic(path, creds, mode=0o600)
     return creds
 
 
@@ -200,7 +97,7 @@ def client_env(ports: Mapping[str, int], creds: Mapping[str, str]) -> dict[str, 
         "PREFECT_API_URL": f"http://{HOST}:{ports['prefect']}/api",
         "MLFLOW_TRACKING_URI": f"http://{HOST}:{ports['mlflow']}",
         "FLUXIR_S3_ENDPOINT_URL": s3,
-        "AWS_ENDPOINT_URL_S3": s3,  # boto3, and DVC's S3 remote through aiobotocore
+        "AWS_ENDPOINT_URL_S3": s3,  # botocore: fluxir storage and DVC's S3 remote (both s3fs)
         "MLFLOW_S3_ENDPOINT_URL": s3,
         "AWS_ACCESS_KEY_ID": creds["access_key"],
         "AWS_SECRET_ACCESS_KEY": creds["secret_key"],
@@ -226,7 +123,7 @@ def plan(
             }
         ]
     }
-    _write_json(state / "seaweedfs-s3.json", s3_config, mode=0o600)
+    write_json_atomic(state / "seaweedfs-s3.json", s3_config, mode=0o600)
     weed = [
         _bin("weed"), "mini", f"-dir={state / 'seaweedfs'}", f"-ip={HOST}", f"-ip.bind={HOST}",
         f"-s3.config={state / 'seaweedfs-s3.json'}", f"-s3.port={ports['s3']}", f"-bucket={BUCKET}",
@@ -349,9 +246,9 @@ def start(
         raise
     env = {k: v for k, v in env.items() if _serves(k, started)}
     lines = [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
-    (state / "env").write_text("\n".join(lines) + "\n")
-    os.chmod(state / "env", 0o600)
-    _write_json(state / "services.json", {"project": str(root), "env": env, "services": started}, mode=0o600)
+    write_text_atomic(state / "env", "\n".join(lines) + "\n", mode=0o600)
+    record = {"project": str(root), "env": env, "services": started}
+    write_json_atomic(state / "services.json", record, mode=0o600)
     echo(f"clients: source {state / 'env'}   then: prefect deployment run {DEPLOYMENT} --watch")
     return env
 
@@ -363,44 +260,21 @@ def _serves(variable: str, started: Sequence[str]) -> bool:
 
 
 def _launch(svc: Service, root: Path, state: Path, env: Mapping[str, str]) -> None:
-    log = state / f"{svc.name}.log"
     proc_env = {**os.environ, **env, **svc.env}
     proc_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{proc_env.get('PATH', '')}"
-    with open(log, "ab") as out:
-        out.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(svc.cmd)}\n".encode())
-        out.flush()
-        # A new session: the service outlives `make services`, and stop() can signal its whole group.
-        proc = subprocess.Popen(
-            svc.cmd, cwd=root, env=proc_env, stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    created = _create_time(proc.pid) or time.time()
-    _write_json(
-        state / f"{svc.name}.pid",
-        {"pid": proc.pid, "create_time": created, "cmd": svc.cmd, "url": svc.url, "log": str(log)},
-    )
+    launch(svc.cmd, root, proc_env, state / f"{svc.name}.log", state / f"{svc.name}.pid", url=svc.url)
 
 
 def _wait_ready(svc: Service, state: Path, timeout: float, since: float) -> None:
     deadline = time.monotonic() + timeout
+    log = state / f"{svc.name}.log"
     while time.monotonic() < deadline:
         if svc.ready(since):
             return
         if read_pid(state / f"{svc.name}.pid") is None:
-            raise ServiceError(
-                f"{svc.name} exited during start-up; log {state / svc.name}.log:\n{_tail(state, svc.name)}"
-            )
+            raise ServiceError(f"{svc.name} exited during start-up; log {log}:\n{tail(log)}")
         time.sleep(0.3)
-    raise ServiceError(
-        f"{svc.name} not ready after {timeout:.0f} s; log {state / svc.name}.log:\n{_tail(state, svc.name)}"
-    )
-
-
-def _tail(state: Path, name: str, lines: int = 20) -> str:
-    try:
-        return "\n".join((state / f"{name}.log").read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+    raise ServiceError(f"{svc.name} not ready after {timeout:.0f} s; log {log}:\n{tail(log)}")
 
 
 def stop(
@@ -479,9 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except ServiceError as exc:
-        print(f"fluxir services: error: {exc}", file=sys.stderr)
-        return 2
+    except UserError as exc:
+        return report("services", exc)
 
 
 if __name__ == "__main__":
