@@ -166,16 +166,14 @@ def set_params(params: str | os.PathLike, overrides: Mapping[str, Any]) -> None:
     if not overrides:
         return
     import shutil
-    import tempfile
 
     from dvc.utils.serialize import modify_yaml
 
     from fluxir.config import ConfigError, load_config
+    from fluxir.io import atomic_path
 
     path = Path(params)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         shutil.copyfile(path, tmp)
         with modify_yaml(tmp) as data:
             for dotted, value in overrides.items():
@@ -187,9 +185,6 @@ def set_params(params: str | os.PathLike, overrides: Mapping[str, Any]) -> None:
                     node = node[part]
                 node[leaf] = value
         load_config(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def load_overrides(path: str | os.PathLike) -> dict[str, Any]:

@@ -26,11 +26,13 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fluxir.io import write_json_atomic
+from fluxir.net import http_status
 from fluxir.tracking.runs import flatten, lineage_tags, tracking_uri
 
 if TYPE_CHECKING:
@@ -171,9 +173,7 @@ def _dvc_parent(cfg: Config, root: Path, uri: str) -> str | None:
             return rec["run_id"]
     _forget_finished(folder)
     run_id = open_pipeline_run(cfg, root, name="dvc repro", tags={"fluxir.pipeline": "dvc"})
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"run_id": run_id, "uri": uri, "dvc_pid": ancestor[0]}) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, {"run_id": run_id, "uri": uri, "dvc_pid": ancestor[0]})
     return run_id
 
 
@@ -210,17 +210,9 @@ def _is_secondary_rank() -> bool:
 
 
 def _reachable(uri: str, timeout: float = 3.0) -> bool:
-    """Whether an MLflow server answers (MLflow's own client would retry for minutes)."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
-        return True  # something answers; MLflow will report what is wrong
-    except (OSError, ValueError):
-        return False
+    """Whether an MLflow server answers at all (MLflow's own client would retry for minutes); an error
+    status counts, MLflow will report what is wrong."""
+    return http_status(f"{uri.rstrip('/')}/health", timeout) is not None
 
 
 @contextmanager
@@ -262,7 +254,9 @@ def stage_run(
             os.environ[RUN_ID_ENV] = previous
         _close_child(client, child_id, stage, Path(reports), status, error)
         if owns_parent:
-            _safe(lambda: client.set_terminated(parent_id, "FAILED" if status != "FINISHED" else "FINISHED"))
+            _best_effort(
+                lambda: client.set_terminated(parent_id, "FAILED" if status != "FINISHED" else "FINISHED")
+            )
 
 
 def _open_child(
@@ -296,13 +290,13 @@ def _close_child(
 ) -> None:
     summary = reports / stage / "summary.json"
     if status == "FINISHED" and summary.is_file():
-        _safe(lambda: _log_summary(client, run_id, summary))
+        _best_effort(lambda: _log_summary(client, run_id, summary))
     validation = reports / "validation" / stage
     if validation.is_dir() and any(validation.iterdir()):
-        _safe(lambda: client.log_artifacts(run_id, str(validation), artifact_path="validation"))
+        _best_effort(lambda: client.log_artifacts(run_id, str(validation), artifact_path="validation"))
     if error:
-        _safe(lambda: client.set_tag(run_id, "error", error[:5000]))
-    _safe(lambda: client.set_terminated(run_id, status))
+        _best_effort(lambda: client.set_tag(run_id, "error", error[:5000]))
+    _best_effort(lambda: client.set_terminated(run_id, status))
 
 
 def _log_summary(client: MlflowClient, run_id: str, path: Path) -> None:
@@ -321,7 +315,8 @@ def _log_summary(client: MlflowClient, run_id: str, path: Path) -> None:
     client.log_artifact(run_id, str(path), artifact_path="summary")
 
 
-def _safe(action: Any) -> None:
+def _best_effort(action: Callable[[], Any]) -> None:
+    """Run a tracking call; a failure is logged as a warning, never raised."""
     try:
         action()
     except Exception as exc:  # noqa: BLE001 - tracking must not stop the data pipeline

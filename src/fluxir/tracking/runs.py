@@ -8,7 +8,6 @@ Nothing that looks like a credential is logged: :func:`log_config` drops secret-
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 import subprocess
@@ -16,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from fluxir.io import sha256_file
 
 if TYPE_CHECKING:
     import mlflow
@@ -69,7 +70,7 @@ def lineage_tags(repo_root: str | Path) -> dict[str, str]:
         tags["mlflow.source.git.commit"] = sha  # shown by the MLflow UI
     lock = root / "dvc.lock"
     if lock.is_file():
-        tags["dvc.lock.sha256"] = hashlib.sha256(lock.read_bytes()).hexdigest()
+        tags["dvc.lock.sha256"] = sha256_file(lock)
     return tags
 
 
