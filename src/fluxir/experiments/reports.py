@@ -1,0 +1,100 @@
+"""The ablation reports: ``<ablate.report_dir>/tableN.md``, ``.csv`` and ``.json``, the paper's numbers beside ours."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fluxir.benchmark import ablations as ab
+from fluxir.benchmark.report import profile_notes
+from fluxir.config import Config
+from fluxir.io import write_text_atomic
+from fluxir.tracking.lineage import profile_of
+
+
+def header(cfg: Config, scored_on: str, paper_on: str = "RealLQ250 restorations") -> list[str]:
+    """The lines above every ablation table: what model made ours, and what the paper's columns are."""
+    lines = profile_notes(cfg)
+    lines.append(
+        f"Ours: {scored_on}. The paper's columns are its published numbers on {paper_on} "
+        "(pyiqa clipiqa+_vitL14_512, musiq, maniqa-pipal)"
+        + ("; with the tiny model the two are not comparable." if cfg.model.base == "tiny" else ".")
+    )
+    return lines
+
+
+def write_table(
+    cfg: Config, table: ab.AblationTable, rows: list[dict[str, Any]], dataset: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Tables 2-6: our benchmark means per row (FluxIR on ``dataset``), parameter counts, the paper's row."""
+    info: dict[str, dict[str, Any]] = next((r["metrics"] for r in rows if r.get("metrics")), {})
+    absent = next((r["absent"] for r in rows if r.get("absent")), {})
+    ours = [(k, f"{m['label']} {'↓' if m['lower_better'] else '↑'}", bool(m["lower_better"])) for k, m in info.items()
+            if k not in absent and (dataset["kind"] != "lq_only" or not m["full_reference"])]  # fmt: skip
+    images = next((r.get("images") for r in rows if r.get("images")), "?")
+    scored_on = f"FluxIR on {dataset['name']} ({dataset['kind']}, {images} images)"
+    notes = [f"{r['label']}: " + (f"overrides {json.dumps(r['overrides'])} (`dvc exp run " + " ".join(
+        f"-S {k}={json.dumps(v)}" for k, v in r["overrides"].items()) + "`)" if r["overrides"] else "params as they are")
+        for r in rows]  # fmt: skip
+    notes += [f"{name} absent: {reason}" for name, reason in absent.items()]
+    if table.note:
+        notes.append(table.note)
+    if table.params_column:
+        notes.append(
+            "# Params (ours): adapter without SE layers + SE layers, counted on the adapter each row ran."
+        )
+    md = ab.markdown(
+        table.title, table.row_header, rows, ours, header(cfg, scored_on), notes, table.params_column
+    )
+    flat = []
+    for r in rows:
+        entry = {
+            "row": r["label"],
+            "status": r["status"],
+            **{f"ours.{k}": r["ours"].get(k) for k, _, _ in ours},
+        }
+        if table.params_column:
+            p = r.get("params") or {}
+            entry.update({"params.without_se": p.get("without_se"), "params.se": p.get("se"),
+                          "paper.params": r["paper_params"]})  # fmt: skip
+        entry.update({f"paper.{m}": v for m, v in zip(ab.PAPER_METRICS, r["paper"], strict=True)})
+        flat.append(entry)
+    return write_reports(cfg, table.key, md, flat, rows)
+
+
+def write_table7(cfg: Config, rows: list[dict[str, Any]], suite: Any) -> dict[str, Any]:
+    """Table 7: the mean score of each generator's images (and of FluxGen's kept ones), the paper's row."""
+    ours = [(m, f"{i.label} {i.arrow}", i.lower_better) for m, i in suite.info.items() if m in suite.built]
+    lines = header(
+        cfg,
+        f"mean score of {cfg.ablate.table7_images} images per generator (score.metrics)",
+        "2,000 generated images",
+    )
+    notes = [f"{name} absent: {reason}" for name, reason in suite.absent.items()]
+    notes.append(
+        "FluxGen (ours): the Flux.1-dev images that pass the IQA filter (filter.keep_quantile, every metric)."
+    )
+    md = ab.markdown("Table 7: generated image quality per generator", "Generator", rows, ours, lines, notes)
+    flat = [{"row": r["label"], "source": r["source"], "images": r["images"], "status": r.get("status", ""),
+             **{f"ours.{m}": r["ours"].get(m) for m, _, _ in ours},
+             **{f"paper.{m}": v for m, v in zip(ab.PAPER_METRICS, r["paper"], strict=True)}} for r in rows]  # fmt: skip
+    return write_reports(cfg, "table7", md, flat, rows)
+
+
+def write_reports(
+    cfg: Config, key: str, md: str, flat: list[dict[str, Any]], rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``<key>.md``, ``.csv`` (one flat line per row) and ``.json`` (every row in full) in ``ablate.report_dir``."""
+    out = Path(cfg.ablate.report_dir)
+    files = {
+        f"{key}.md": md,
+        f"{key}.csv": pd.DataFrame(flat).to_csv(index=False),
+        f"{key}.json": json.dumps({"profile": profile_of(cfg), "rows": rows}, indent=2, default=str) + "\n",
+    }
+    for name, text in files.items():
+        write_text_atomic(out / name, text)
+    return {"rows": flat, "details": rows, "files": [str(out / n) for n in files], "markdown": md}
