@@ -10,52 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from fluxir.config import DegradeConfig
+from fluxir.config import DegradeConfig, degradation_param_fields
 
-Range = tuple[float, float]
-
-
-@dataclass(frozen=True)
-class DegradationParams:
-    """Every number of the second-order degradation; names follow Real-ESRGAN's option files."""
-
-    gt_usm: bool
-    usm_weight: float
-    usm_radius: int
-    usm_threshold: float
-    kernel_range: tuple[int, int]
-    # first degradation
-    kernel_prob: tuple[float, ...]
-    sinc_prob: float
-    blur_sigma: Range
-    betag_range: Range
-    betap_range: Range
-    resize_prob: tuple[float, float, float]
-    resize_range: Range
-    gaussian_noise_prob: float
-    noise_range: Range
-    poisson_scale_range: Range
-    gray_noise_prob: float
-    jpeg_range: Range
-    # second degradation
-    second_blur_prob: float
-    kernel_prob2: tuple[float, ...]
-    sinc_prob2: float
-    blur_sigma2: Range
-    betag_range2: Range
-    betap_range2: Range
-    resize_prob2: tuple[float, float, float]
-    resize_range2: Range
-    gaussian_noise_prob2: float
-    noise_range2: Range
-    poisson_scale_range2: Range
-    gray_noise_prob2: float
-    jpeg_range2: Range
-    # final step
-    final_sinc_prob: float
-    sinc_first_prob: float
+DegradationParams = dataclasses.make_dataclass(
+    "DegradationParams",
+    degradation_param_fields(),
+    frozen=True,
+    namespace={
+        "__module__": __name__,
+        "__doc__": "Every number of the second-order degradation; names follow Real-ESRGAN's option files. "
+        "The fields, their ranges and help are defined once, in fluxir.config.DegradationFields.",
+    },
+)
 
 
 _KERNEL_PROB = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)  # iso, aniso, gen. iso, gen. aniso, plateau iso/aniso

@@ -14,7 +14,6 @@ crop of the whole image's noise, so a tile restores exactly as that crop would o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from diffusers.pipelines.flux.pipeline_flux import FluxPipeline, calculate_shift
 from PIL import Image
 from tqdm.auto import tqdm
 
+from fluxir.config import RestoreConfig
 from fluxir.models.adapter import FluxIRAdapter
 from fluxir.models.controlled import ControlledFlux
 from fluxir.models.flux import load_flux
@@ -37,14 +37,9 @@ class RestoreInputError(ValueError):
     """An input image that cannot be restored; the message names the file and the reason."""
 
 
-@dataclass
-class RestoreOptions:
-    scale: int = 4
-    steps: int = 20
-    guidance: float = 3.5
-    tile: int = 1024
-    overlap: int = 128
-    seed: int = 0
+RestoreOptions = RestoreConfig
+"""How one image is restored (scale, steps, guidance, tile, overlap, seed): the restore section of params.yaml,
+validated the same way whether it comes from the file or is built in code."""
 
 
 def upscale_lq(lq: np.ndarray, scale: int) -> np.ndarray:
