@@ -40,12 +40,20 @@ from pydantic import (
 )
 from pydantic import dataclasses as pydantic_dataclasses
 
-from fluxir.errors import UserError
+from fluxir.config.messages import ConfigError, one_line
 
-
-class ConfigError(UserError, ValueError):
-    """A params file that cannot be used; the message is one line naming key, value and the fix."""
-
+__all__ = [
+    "SETTINGS",
+    "Bool",
+    "ConfigError",
+    "Device",
+    "Float",
+    "Int",
+    "Str",
+    "field_docs",
+    "section",
+    "to_dict",
+]
 
 SETTINGS = ConfigDict(
     extra="forbid",
@@ -94,14 +102,11 @@ def section(key: str):
             try:
                 validated_init(self, *args, **kwargs)
             except ValidationError as exc:
-                from fluxir.config.messages import one_line
-
                 names = [f.name for f in dataclasses.fields(cls)]
                 raw = dict(zip(names, args, strict=False)) | kwargs
                 raise ConfigError(one_line(exc, cls, raw, prefix=key)) from None
 
         cls.__init__ = __init__  # type: ignore[method-assign]
-        cls.__config_key__ = key  # type: ignore[attr-defined]
         return cls
 
     return wrap

@@ -18,14 +18,19 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
+from fluxir.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A params file that cannot be used; the message is one line naming key, value and the fix."""
+
+
 _BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
 _UNKNOWN_KEY_ERRORS = {"unexpected_keyword_argument", "extra_forbidden"}
 
 
 def one_line(exc: ValidationError, root: type, raw: Any, prefix: str = "") -> str:
     """The first error of ``exc`` (raised validating ``raw`` as ``root``) as one line naming its key."""
-    from fluxir.config.base import ConfigError
-
     errors = exc.errors()
     first = next((e for e in errors if e["type"] in _UNKNOWN_KEY_ERRORS), errors[0])
     loc = tuple(first["loc"])
