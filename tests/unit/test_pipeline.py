@@ -66,11 +66,18 @@ def test_tiled_output_equals_each_tile_restored_alone_away_from_seams(pipeline):
 
 def test_tiled_model_calls_do_not_grow_with_the_input(pipeline):
     options = RestoreOptions(scale=4, steps=1, tile=128, overlap=32)
+    shapes: list[tuple[int, ...]] = []  # latent shapes the transformer sees, recorded by a forward hook
+    hook = pipeline.model.register_forward_pre_hook(
+        lambda _, args, kwargs: shapes.append(tuple(kwargs["hidden_states"].shape)), with_kwargs=True
+    )
     seen = {}
-    for side in (48, 96):
-        pipeline.model_calls.clear()
-        pipeline(lq_photo(side), options)
-        seen[side] = max(shape[1] for shape in pipeline.model_calls)  # image tokens per transformer call
+    try:
+        for side in (48, 96):
+            shapes.clear()
+            pipeline(lq_photo(side), options)
+            seen[side] = max(shape[1] for shape in shapes)  # image tokens per transformer call
+    finally:
+        hook.remove()
     assert seen[48] == seen[96] == (128 // 16) ** 2
 
 

@@ -66,7 +66,6 @@ class FluxIRPipeline:
         self.model = ControlledFlux(base.transformer, adapter)
         self.max_sequence_length = max_sequence_length
         self._prompt_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self.model_calls: list[tuple[int, ...]] = []  # latent shapes the transformer saw (memory audits)
 
     @classmethod
     def from_pretrained(
@@ -144,7 +143,6 @@ class FluxIRPipeline:
         timesteps, _ = retrieve_timesteps(scheduler, steps, self.device, sigmas=sigmas, mu=mu)
         scheduler.set_begin_index(0)
         guidance_vec = torch.full((batch,), guidance, device=self.device, dtype=torch.float32)
-        self.model_calls.append(tuple(latents.shape))
         for t in timesteps:
             velocity = self.model(
                 hidden_states=latents,
