@@ -13,7 +13,7 @@ are pydantic dataclasses rather than models, and the settings they share: see ``
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -63,7 +63,7 @@ class RestoreConfig:
     """Refuse LQ inputs with more pixels than this (protects against decompression bombs)."""
 
     @model_validator(mode="after")
-    def _check(self) -> Any:
+    def _check(self) -> RestoreConfig:
         for name in ("tile", "overlap"):
             if getattr(self, name) % 16:
                 raise ConfigError(f"restore.{name}={getattr(self, name)}: must be a multiple of 16")
@@ -112,7 +112,7 @@ class GenerateConfig:
     """Source 'folder': threads decoding and encoding photos in parallel."""
 
     @model_validator(mode="after")
-    def _check(self) -> Any:
+    def _check(self) -> GenerateConfig:
         if self.source == "folder":
             if not self.input_dir:
                 raise ConfigError(
@@ -149,7 +149,7 @@ class ScoreConfig:
     """Where the scored manifest (input columns + one score_<metric> column per metric) is written."""
 
     @model_validator(mode="after")
-    def _check(self) -> Any:
+    def _check(self) -> ScoreConfig:
         if not self.metrics:
             raise ConfigError("score.metrics=[]: must name at least one pyiqa metric, e.g. [piqe]")
         if len(set(self.metrics)) != len(self.metrics):
@@ -252,7 +252,7 @@ class TrainConfig:
     """Record the run in MLflow (tracking.uri): config, curves, throughput, memory, grids and a cost ledger."""
 
     @model_validator(mode="after")
-    def _check(self) -> Any:
+    def _check(self) -> TrainConfig:
         if self.batch_size % self.grad_accum:
             raise ConfigError(
                 f"train.batch_size={self.batch_size}: must be a multiple of train.grad_accum={self.grad_accum}"
@@ -293,7 +293,7 @@ class BenchmarkDataset:
     """synthetic: with each crop's id it seeds the crop position and the degradation draws."""
 
     @model_validator(mode="after")
-    def _check(self) -> Any:
+    def _check(self) -> BenchmarkDataset:
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ConfigError(f"benchmark.datasets name={self.name!r}: must be a non-empty name without '/'")
         needs = {"synthetic": ("hq_dir",), "paired": ("hq_dir", "lq_dir"), "lq_only": ("lq_dir",)}[self.kind]
@@ -313,7 +313,7 @@ class SRModel:
     """Checkpoint file (.pth, .safetensors) spandrel recognises, e.g. weights/RealESRGAN_x4plus.pth."""
 
     @model_validator(mode="after")
-    def _check(self) -> Any:
+    def _check(self) -> SRModel:
         if not self.name or not self.path:
             raise ConfigError(f"benchmark.sr_models name={self.name!r} path={self.path!r}: both must be set")
         return self
@@ -347,7 +347,7 @@ class BenchmarkConfig:
     """Record the run in MLflow (tracking.uri): params, metrics, tables and grids."""
 
     @model_validator(mode="after")
-    def _check(self) -> Any:
+    def _check(self) -> BenchmarkConfig:
         if not self.datasets:
             raise ConfigError("benchmark.datasets=[]: must list at least one test set")
         names = [d.name for d in self.datasets]
