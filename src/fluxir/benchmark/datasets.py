@@ -26,14 +26,13 @@ import numpy as np
 import pandas as pd
 
 from fluxir.config import BenchmarkDataset, ConfigError, DegradeConfig
-from fluxir.data.images import ImageDecodeError, load_rgb, write_image_atomic
+from fluxir.data.images import IMAGE_SUFFIXES, ImageDecodeError, list_images, load_rgb, write_image_atomic
 from fluxir.data.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from fluxir.data.validate import KindSpec, Rule, register_kind, validate_manifest
 
 SKIMAGE = "skimage"
 # Colour photos scikit-image ships (loadable offline): 512x512, 300x451, 400x600, 427x640 (h x w).
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 _TAG = re.compile(r"[_\-.](hr|lr\d*|gt|lq|x\d+)$", re.IGNORECASE)
 MAX_LISTED = 10
 """Problems listed by name in an error message; the rest are counted."""
@@ -91,11 +90,6 @@ class BenchSet:
 
 # ----------------------------------------------------------------------------------------------
 # Listing and matching
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted by relative path."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def pair_key(relative: Path) -> str:

