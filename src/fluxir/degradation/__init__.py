@@ -6,8 +6,8 @@ if (reason := crop_skip_reason(img.shape, cfg.sizes)) is None:
 """
 
 from fluxir.degradation.pipeline import (
+    DegradedPair,
     ImageTooSmall,
-    Pair,
     crop_skip_reason,
     degrade,
     degrade_pair,
@@ -21,7 +21,7 @@ __all__ = [
     "PRESETS",
     "DegradationParams",
     "ImageTooSmall",
-    "Pair",
+    "DegradedPair",
     "crop_skip_reason",
     "degrade",
     "degrade_pair",

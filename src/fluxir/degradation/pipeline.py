@@ -30,7 +30,7 @@ class ImageTooSmall(ValueError):
     """The image is smaller than every crop size; the message is the reason to record when skipping it."""
 
 
-class Pair(NamedTuple):
+class DegradedPair(NamedTuple):
     """One training pair: RGB uint8 HQ crop (sharpened if gt_usm), RGB uint8 LQ, and the draws made."""
 
     hq: np.ndarray
@@ -202,7 +202,7 @@ def degrade(
 
 def degrade_pair(
     hq: np.ndarray, cfg: DegradeConfig, rng: np.random.Generator, params: DegradationParams | None = None
-) -> Pair:
+) -> DegradedPair:
     """Crop an RGB uint8 HxWx3 image, sharpen the crop if gt_usm, and degrade it into its LQ.
 
     ``params`` (from `resolve_params(cfg)`) saves resolving the preset for every image.
@@ -219,7 +219,7 @@ def degrade_pair(
         bgr = ops.to_uint8(gt)
     lq, record = degrade(gt, p, cfg.scale, rng)
     record = {"crop": crop_rec, "gt_usm": p.gt_usm, **record}
-    return Pair(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), cv2.cvtColor(lq, cv2.COLOR_BGR2RGB), record)
+    return DegradedPair(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), cv2.cvtColor(lq, cv2.COLOR_BGR2RGB), record)
 
 
 def flat_record(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
