@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
-from fluxir.config import ModelConfig, load_config
+from fluxir.config import ModelConfig
+from fluxir.io import write_text_atomic
 from fluxir.models.flux import TINY
+from fluxir.stages import add_common_arguments, run_stage, tracked_stage
 
 BASE_RECORD = Path("data/models/base.json")
 
@@ -36,25 +36,24 @@ def build_model(cfg: ModelConfig) -> dict:
 
 
 def write_record(record: dict, path: Path = BASE_RECORD) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    args = parser.parse_args(argv)
-    cfg = load_config(args.params)
-    from fluxir.tracking.lineage import stage_run
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
 
-    with stage_run("build-model", cfg):  # a child of the pipeline's MLflow run (none outside a pipeline)
+
+def run(args: argparse.Namespace) -> int:
+    with tracked_stage("build-model", args) as cfg:  # a child of the pipeline's MLflow run, if any
         record = build_model(cfg.model)
         write_record(record)
     print(f"build-model: base {record['base']} at {record['path']}")
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    return run_stage("build-model", add_arguments, run, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
