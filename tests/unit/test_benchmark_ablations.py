@@ -9,7 +9,7 @@ import pytest
 
 from fluxir.benchmark import ablations as ab
 from fluxir.config import apply_override, config_from_dict
-from fluxir.experiments import ablate
+from fluxir.experiments import variants
 
 
 def test_table2_rows_are_the_papers_ranks_with_its_numbers():
@@ -34,16 +34,16 @@ def test_every_row_is_a_valid_override_of_the_params(key):
 
 def test_each_row_works_in_its_own_folder_and_scores_only_fluxir(tmp_path):
     cfg = config_from_dict({})
-    dataset = ablate.pick_dataset(cfg)
-    overrides = ablate.variant_overrides(cfg, ab.TABLES["table4"], tmp_path / "row", dataset)
+    dataset = variants.pick_dataset(cfg)
+    overrides = variants.variant_overrides(cfg, ab.TABLES["table4"], tmp_path / "row", dataset)
     for key in ("train.out_dir", "train.report_dir", "benchmark.adapter", "benchmark.out_dir",
                 "benchmark.report_dir", "generate.out_dir", "score.out_dir", "filter.out_dir", "degrade.out_dir"):  # fmt: skip
         assert Path(overrides[key]).is_relative_to(tmp_path / "row"), key
     assert overrides["benchmark.methods"] == ["fluxir"] and overrides["train.track"] is False
     assert overrides["benchmark.datasets"] == [dataset] and dataset["name"] == "DIV2K-Val"
-    assert "generate.out_dir" not in ablate.variant_overrides(cfg, ab.TABLES["table2"], tmp_path, dataset)
+    assert "generate.out_dir" not in variants.variant_overrides(cfg, ab.TABLES["table2"], tmp_path, dataset)
     with pytest.raises(ValueError, match="ablate.dataset='RealLQ250': not a benchmark.datasets name"):
-        ablate.pick_dataset(config_from_dict({"ablate": {"dataset": "RealLQ250"}}))
+        variants.pick_dataset(config_from_dict({"ablate": {"dataset": "RealLQ250"}}))
 
 
 def test_markdown_marks_our_best_and_puts_the_paper_beside_it():
@@ -85,9 +85,9 @@ def test_without_a_trainer_the_initial_adapter_is_benchmarked_and_labelled(
         "train": {"rank": 16},
         "benchmark": {"adapter": str(tmp_path / "adapter")},
     })  # fmt: skip
-    result = ablate.train_adapter(cfg)
+    result = variants.train_adapter(cfg)
     assert result["status"].startswith("not trained: the trainer is not importable")
-    counts = ablate.adapter_counts(tmp_path / "adapter")
+    counts = variants.adapter_counts(tmp_path / "adapter")
     expected = count_parameters(FluxIRAdapter.from_flux(load_flux(tiny_model_dir).transformer, rank=16))
     assert counts == expected
     assert counts["se"] == 2 * 2 * (
