@@ -79,3 +79,12 @@ def write_params(
     path = project / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def train_stage_args(out: str, *settings: str) -> list[str]:
+    """Arguments of ``python -m fluxir.stages.train`` for ``params.yaml`` with outputs in ``data/<out>`` and
+    ``reports/<out>``, plus more ``--set`` settings (``key=value``)."""
+    args = ["--params", "params.yaml"]
+    for setting in (f"train.out_dir=data/{out}", f"train.report_dir=reports/{out}", *settings):
+        args += ["--set", setting]
+    return args

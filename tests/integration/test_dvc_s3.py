@@ -88,29 +88,12 @@ def test_push_pull_with_local_config(seaweed, tmp_path, monkeypatch):
     expected = _tiny_project(tmp_path, env)
     bucket_path = f"s3://{services.BUCKET}/dvc-{uuid.uuid4().hex[:8]}"
     _dvc(tmp_path, env, "remote", "add", "-d", "storage", bucket_path)
-    _dvc(
-        tmp_path,
-        env,
-        "remote",
-        "modify",
-        "--local",
-        "storage",
-        "endpointurl",
-        seaweed["FLUXIR_S3_ENDPOINT_URL"],
-    )
-    _dvc(
-        tmp_path, env, "remote", "modify", "--local", "storage", "access_key_id", seaweed["AWS_ACCESS_KEY_ID"]
-    )
-    _dvc(
-        tmp_path,
-        env,
-        "remote",
-        "modify",
-        "--local",
-        "storage",
-        "secret_access_key",
-        seaweed["AWS_SECRET_ACCESS_KEY"],
-    )
+    for option, variable in (
+        ("endpointurl", "FLUXIR_S3_ENDPOINT_URL"),
+        ("access_key_id", "AWS_ACCESS_KEY_ID"),
+        ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+    ):
+        _dvc(tmp_path, env, "remote", "modify", "--local", "storage", option, seaweed[variable])
 
     _round_trip(tmp_path, env, expected)
 

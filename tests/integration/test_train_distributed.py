@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file
-from train_pairs import write_pairs, write_params
+from train_pairs import train_stage_args, write_pairs, write_params
+
+from fluxir.net import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -29,23 +30,10 @@ RTOL = 1e-5
 STATE = "checkpoints/step_00000006/trainer_state.json"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def train(project: Path, out: str, processes: int, zero: int) -> subprocess.CompletedProcess:
-    args = [
-        "--params",
-        "params.yaml",
-        "--set",
-        f"train.out_dir=data/{out}",
-        "--set",
-        f"train.report_dir=reports/{out}",
-        "--set",
-        f"train.deepspeed_config={REPO / 'configs' / 'deepspeed' / f'zero{zero}.json'}",
-    ]
+    args = train_stage_args(
+        out, f"train.deepspeed_config={REPO / 'configs' / 'deepspeed' / f'zero{zero}.json'}"
+    )
     if processes == 1:
         cmd = [sys.executable, "-m", "fluxir.stages.train", *args]
     else:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 from safetensors.torch import load_file
-from train_pairs import write_pairs, write_params
+from train_pairs import train_stage_args, write_pairs, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -24,17 +24,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def train_args(out: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "fluxir.stages.train",
-        "--params",
-        "params.yaml",
-        "--set",
-        f"train.out_dir=data/{out}",
-        "--set",
-        f"train.report_dir=reports/{out}",
-    ]
+    return [sys.executable, "-m", "fluxir.stages.train", *train_stage_args(out)]
 
 
 def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_model_dir):

@@ -12,6 +12,7 @@ generator gives the same timesteps whatever device trains.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -26,9 +27,16 @@ class TimestepSampler(Protocol):
     ) -> torch.Tensor: ...
 
 
-def _draw_device(generator: torch.Generator | None, device: torch.device | str) -> torch.device:
-    # torch requires the generator and the output on the same device.
-    return generator.device if generator is not None else torch.device(device)
+def _draw(
+    draw: Callable[..., torch.Tensor],
+    batch: int,
+    generator: torch.Generator | None,
+    device: torch.device | str,
+) -> torch.Tensor:
+    """``batch`` float32 values of ``draw`` (torch.rand, torch.randn) from ``generator``, on its own device
+    (torch requires the generator and the output on the same device)."""
+    on = generator.device if generator is not None else torch.device(device)
+    return draw(batch, generator=generator, device=on, dtype=torch.float32)
 
 
 @dataclass(frozen=True)
@@ -44,9 +52,7 @@ class ClampedUniform:
     def __call__(
         self, batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
-        r = torch.rand(
-            batch, generator=generator, device=_draw_device(generator, device), dtype=torch.float32
-        )
+        r = _draw(torch.rand, batch, generator, device)
         u = r * (1 + 2 * self.eps) - self.eps  # eq. 5: U(-eps, 1 + eps)
         return u.clamp_(0.0, 1.0).to(device)  # eq. 6
 
@@ -65,9 +71,7 @@ class LogitNormal:
     def __call__(
         self, batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
     ) -> torch.Tensor:
-        n = torch.randn(
-            batch, generator=generator, device=_draw_device(generator, device), dtype=torch.float32
-        )
+        n = _draw(torch.randn, batch, generator, device)
         return torch.sigmoid(n * self.std + self.mean).to(device)
 
 
