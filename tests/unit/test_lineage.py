@@ -88,11 +88,9 @@ def test_a_failing_stage_marks_its_run_failed(cfg, tmp_path, monkeypatch):
 
 
 def test_an_unreachable_server_never_stops_the_stage(cfg, tmp_path, monkeypatch, caplog):
-    import socket
+    from fluxir.net import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # closed again: nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     monkeypatch.setenv(lineage.PARENT_ENV, "0" * 32)
     with caplog.at_level("WARNING", logger="fluxir.tracking.lineage"):
