@@ -38,8 +38,7 @@ PAPER: dict[str, Any] = {
     "train.batch_size": 64,
     "benchmark.metrics": ["clipiqa+_vitL14_512", "musiq", "maniqa-pipal", "psnr", "ssim", "lpips"],
 }
-"""The paper's settings: FluxGen 350k images at 1024x768, empty prompt, guidance 4, 20 steps; IQA filter
-with CLIP-IQA+, MANIQA and MUSIQ; crops 1024x768, 768x768, 512x768; FluxIR AdamW lr 1e-5, batch 64."""
+"""The paper profile: the values that differ from the defaults (what they are: ``NOTES["paper"]``)."""
 
 NOTES: dict[str, str] = {
     "tiny": "the CPU plumbing profile: the schema's defaults, the values params.yaml ships with. "
