@@ -20,7 +20,6 @@ file (removed by :func:`remove_partial_writes`), never a half-written image.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import warnings
@@ -31,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from fluxir.io import write_bytes_atomic
+from fluxir.io import sha256_bytes, write_bytes_atomic
 
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -199,4 +198,4 @@ def write_image_atomic(path: str | os.PathLike, rgb: np.ndarray) -> str:
         raise ValueError(f"{path}: unsupported image suffix; use one of {', '.join(_FORMATS)}")
     data = encode_image(rgb, fmt)
     write_bytes_atomic(path, data)
-    return hashlib.sha256(data).hexdigest()
+    return sha256_bytes(data)

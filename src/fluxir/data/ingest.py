@@ -10,7 +10,6 @@ table with the reason, and never stop the ingest.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ from tqdm import tqdm
 
 from fluxir.data.images import ImageDecodeError, decode_image, encode_image
 from fluxir.data.manifest import shard_relpath
-from fluxir.io import write_bytes_atomic
+from fluxir.io import sha256_bytes, write_bytes_atomic
 
 FILE_FORMATS = {"png": "PNG", "jpg": "JPEG"}
 
@@ -111,7 +110,7 @@ def ingest_folder(
                 if data is None:
                     rejected.append({"path": str(path), "reason": error, "sha256": None})
                     continue
-                sha = hashlib.sha256(data).hexdigest()
+                sha = sha256_bytes(data)
                 if sha in first_seen:
                     reason = f"duplicate of {first_seen[sha]}"
                     rejected.append({"path": str(path), "reason": reason, "sha256": sha})
@@ -143,7 +142,7 @@ def ingest_folder(
                         "prompt": "",
                         "width": w,
                         "height": h,
-                        "sha256": hashlib.sha256(encoded).hexdigest(),
+                        "sha256": sha256_bytes(encoded),
                         "created_at": datetime.now(UTC),
                         "origin_path": cand.rel,
                         "origin_sha256": cand.sha,

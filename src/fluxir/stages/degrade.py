@@ -12,7 +12,6 @@ reason). A rerun after a crash keeps the pairs already written (writes are atomi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -26,7 +25,7 @@ from fluxir.data.images import ImageDecodeError, load_rgb, write_image_atomic
 from fluxir.data.manifest import MANIFEST_NAME, write_manifest
 from fluxir.data.validate import KindSpec, Rule, read_validated, register_kind, validate_manifest
 from fluxir.degradation import crop_skip_reason, degrade_pair, image_rng, resolve_params
-from fluxir.io import write_bytes_atomic
+from fluxir.io import sha256_bytes, write_bytes_atomic
 from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
 log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
@@ -62,7 +61,7 @@ def degrade_image(image_id: str, hq, cfg: DegradeConfig, params) -> tuple[Any, A
 def _run_key(cfg: DegradeConfig) -> str:
     """Identity of the settings: pairs written under other settings are not reused."""
     settings = {k: v for k, v in to_dict(cfg).items() if k not in ("in_manifest", "out_dir")}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return sha256_bytes(json.dumps(settings, sort_keys=True).encode())
 
 
 def _previous_rows(out_dir: Path, key: str) -> dict[str, dict[str, Any]]:

@@ -32,7 +32,7 @@ import pandas as pd
 from fluxir.config import Config
 from fluxir.data.manifest import MANIFEST_NAME, ManifestError, write_manifest
 from fluxir.data.validate import read_validated, validate_manifest
-from fluxir.io import write_bytes_atomic
+from fluxir.io import write_bytes_atomic, write_csv_atomic
 from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
 
 log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
@@ -166,7 +166,7 @@ def run_filter(cfg: Config) -> dict[str, Any]:
     }
     for m, col in columns.items():
         hist = histogram(df[col], sel.keep, f.hist_bins)
-        write_bytes_atomic(report_dir / f"hist_{m}.csv", hist.to_csv(index=False).encode())
+        write_csv_atomic(report_dir / f"hist_{m}.csv", hist)
     write_bytes_atomic(report_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     write_bytes_atomic(report_dir / "summary.md", _summary_markdown(summary, cfg).encode())
     log.info(
