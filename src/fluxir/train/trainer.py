@@ -33,6 +33,7 @@ from diffusers import FluxPipeline
 from fluxir.config import Config, ConfigError, to_dict
 from fluxir.io import replace_dir, write_json_atomic
 from fluxir.models.adapter import FluxIRAdapter
+from fluxir.models.card import write_model_card
 from fluxir.models.controlled import ControlledFlux
 from fluxir.restoration.pipeline import FluxIRPipeline
 from fluxir.tracking.runs import flatten
@@ -360,6 +361,10 @@ class Trainer:
                     state.device_seconds[self.device_label] = spent + elapsed
                     self.save_checkpoint(state)
             self.export_adapter()
+            if main:  # README.md model card beside the weights: base, licence, data, settings, cost
+                write_model_card(
+                    self.out_dir / ADAPTER_DIR, self.config, state.device_seconds, Path(cfg.report_dir).parent
+                )
             self.grid(state.step, run_log)
             summary = self._summary(state)
             if run_log is not None:
