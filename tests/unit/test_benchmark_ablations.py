@@ -80,6 +80,7 @@ def test_without_a_trainer_the_initial_adapter_is_benchmarked_and_labelled(
     from fluxir.models.flux import load_flux
 
     monkeypatch.setitem(sys.modules, "fluxir.train.trainer", None)  # import fails: not importable yet
+    monkeypatch.setitem(sys.modules, "fluxir.train.build", None)
     cfg = config_from_dict({
         "model": {"tiny_dir": str(tiny_model_dir)},
         "train": {"rank": 16},
