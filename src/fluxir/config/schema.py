@@ -43,6 +43,8 @@ class TrackingConfig:
     """MLflow tracking URI; the MLFLOW_TRACKING_URI environment variable overrides it."""
     experiment: Str = "fluxir"
     """MLflow experiment name that runs are recorded under."""
+    reports_dir: Str = "reports"
+    """Root of the stage reports (summaries, validation reports, tables, grids); a profile with its own pipeline writes elsewhere."""
     registered_model: Str = "fluxir-adapter"
     """MLflow registered model each trained adapter becomes a version of (alias 'candidate'); '' logs only."""
 

@@ -23,8 +23,9 @@ from pathlib import Path
 from fluxir.config import Config, load_config, parse_override
 from fluxir.errors import UserError, report
 
-REPORTS = Path("reports")
-"""Root of stage reports (relative to the working directory, the project root under DVC)."""
+def reports_root(cfg: Config) -> Path:
+    """Root of the stage reports (``tracking.reports_dir``, relative to the project root under DVC)."""
+    return Path(cfg.tracking.reports_dir)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

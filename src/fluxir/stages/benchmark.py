@@ -19,7 +19,7 @@ from typing import Any
 from fluxir.benchmark.report import log_benchmark, write_reports
 from fluxir.benchmark.runner import restore_and_score
 from fluxir.config import Config
-from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
+from fluxir.stages import add_common_arguments, reports_root, run_stage, tracked_stage
 
 log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
@@ -29,7 +29,7 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Prepare the sets, restore with every method, score, write the reports; MLflow when benchmark.track."""
     t_start = time.perf_counter()
-    result = restore_and_score(cfg, progress, metric_kwargs, REPORTS / "validation" / "benchmark")
+    result = restore_and_score(cfg, progress, metric_kwargs, reports_root(cfg) / "validation" / "benchmark")
     summary = write_reports(cfg, result, time.perf_counter() - t_start)
     log.info(
         "benchmark: %d restorations in %.1f s; Table 1 in %s",

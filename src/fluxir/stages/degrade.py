@@ -26,7 +26,7 @@ from fluxir.data.manifest import MANIFEST_NAME, write_manifest
 from fluxir.data.validate import KindSpec, Rule, read_validated, register_kind, validate_manifest
 from fluxir.degradation import crop_skip_reason, degrade_pair, image_rng, resolve_params
 from fluxir.io import sha256_bytes, write_bytes_atomic
-from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
+from fluxir.stages import add_common_arguments, reports_root, run_stage, tracked_stage
 
 log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
@@ -81,7 +81,7 @@ def run_degrade(cfg: Config, progress: bool = True) -> dict[str, Any]:
     """Degrade every image of the filtered manifest; write pairs, manifests and a summary."""
     d = cfg.degrade
     out_dir = Path(d.out_dir).absolute()
-    reports = REPORTS / "validation" / "degrade"
+    reports = reports_root(cfg) / "validation" / "degrade"
     source = read_validated(d.in_manifest, "filter", reports, name="input")
     params = resolve_params(d)
     key = _run_key(d)
@@ -140,7 +140,7 @@ def run_degrade(cfg: Config, progress: bool = True) -> dict[str, Any]:
         "preset": d.preset,
         "crop_sizes": {f"{h}x{w}": int(n) for (h, w), n in sizes.items()},
     }
-    write_bytes_atomic(REPORTS / "degrade" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    write_bytes_atomic(reports_root(cfg) / "degrade" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     log.info("degrade: %d pairs (%d reused), %d rejected, preset %s", summary["pairs"], summary["reused"],
              summary["rejected"], d.preset)  # fmt: skip
     for item in rejected:

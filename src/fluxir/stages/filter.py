@@ -33,7 +33,7 @@ from fluxir.config import Config
 from fluxir.data.manifest import MANIFEST_NAME, ManifestError, write_manifest
 from fluxir.data.validate import read_validated, validate_manifest
 from fluxir.io import write_bytes_atomic, write_csv_atomic
-from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
+from fluxir.stages import add_common_arguments, reports_root, run_stage, tracked_stage
 
 log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
@@ -123,7 +123,7 @@ def run_filter(cfg: Config) -> dict[str, Any]:
     """Filter the scored manifest; write kept/dropped manifests and the reports."""
     f = cfg.filter
     out_dir = Path(f.out_dir)
-    reports = REPORTS / "validation" / "filter"
+    reports = reports_root(cfg) / "validation" / "filter"
     df = read_validated(f.in_manifest, "score", reports, name="input")
     metrics = _metrics_of(df, f.in_manifest)
     columns = {m: info["column"] for m, info in metrics.items()}
@@ -147,7 +147,7 @@ def run_filter(cfg: Config) -> dict[str, Any]:
     write_manifest(kept, out_dir / MANIFEST_NAME, kind="filter")
     write_manifest(dropped, out_dir / DROPPED_NAME, kind="dropped")
 
-    report_dir = REPORTS / "filter"
+    report_dir = reports_root(cfg) / "filter"
     summary: dict[str, Any] = {
         "enabled": f.enabled,
         "keep_quantile": f.keep_quantile,

@@ -45,7 +45,7 @@ from fluxir.data.manifest import MANIFEST_NAME, read_manifest, shard_relpath, wr
 from fluxir.data.validate import validate_manifest
 from fluxir.io import remove_partial_writes, sha256_bytes, sha256_file, write_bytes_atomic
 from fluxir.models.text_to_image import FLUX, FOLDER, Render, make_render, model_id
-from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
+from fluxir.stages import add_common_arguments, reports_root, run_stage, tracked_stage
 
 log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
@@ -355,7 +355,7 @@ def run_generate(
         return summary
 
     df = rows_to_frame(rows)
-    reports = REPORTS / "validation" / "generate"
+    reports = reports_root(cfg) / "validation" / "generate"
     validate_manifest(df, "generate", reports, source=out_dir / MANIFEST_NAME, name="manifest")
     write_manifest(df, out_dir / MANIFEST_NAME, kind="generate")
     rejected_df = pd.DataFrame(rejected, columns=["path", "reason", "sha256"])
@@ -370,7 +370,7 @@ def run_generate(
         if cfg.model.base == "tiny" and g.source == FLUX
         else ""
     )
-    write_bytes_atomic(REPORTS / "generate" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    write_bytes_atomic(reports_root(cfg) / "generate" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     log.info(
         "generate: %d images in %s (%d made now, %.2f img/s), %d files rejected",
         len(rows), out_dir, made, summary["images_per_second"] or 0.0, len(rejected),

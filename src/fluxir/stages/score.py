@@ -38,7 +38,7 @@ from fluxir.data.manifest import MANIFEST_NAME, read_manifest, write_manifest
 from fluxir.data.validate import SCORE_PREFIX, read_validated, validate_manifest
 from fluxir.io import write_bytes_atomic
 from fluxir.iqa import configure_torch_home, create_metrics, metric_directions
-from fluxir.stages import REPORTS, add_common_arguments, run_stage, tracked_stage
+from fluxir.stages import add_common_arguments, reports_root, run_stage, tracked_stage
 
 log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
@@ -150,7 +150,7 @@ def run_score(cfg: Config, progress: bool = True) -> dict[str, Any]:
 
     s = cfg.score
     out_dir = Path(s.out_dir)
-    df = read_validated(s.in_manifest, "generate", REPORTS / "validation" / "score", name="input")
+    df = read_validated(s.in_manifest, "generate", reports_root(cfg) / "validation" / "score", name="input")
     cols = {m: score_column(m) for m in s.metrics}
     prev = _previous_scores(out_dir, s.metrics)
     for col in cols.values():
@@ -204,7 +204,7 @@ def run_score(cfg: Config, progress: bool = True) -> dict[str, Any]:
 
     df.attrs["metrics"] = {m: {"column": cols[m], "lower_better": directions[m]} for m in s.metrics}
     validate_manifest(
-        df, "score", REPORTS / "validation" / "score", source=out_dir / MANIFEST_NAME, name="manifest"
+        df, "score", reports_root(cfg) / "validation" / "score", source=out_dir / MANIFEST_NAME, name="manifest"
     )
     write_manifest(df, out_dir / MANIFEST_NAME, kind="score")
     with contextlib.suppress(FileNotFoundError):
@@ -218,7 +218,7 @@ def run_score(cfg: Config, progress: bool = True) -> dict[str, Any]:
         "device": str(device),
         "metrics": {m: _stats(df[cols[m]], directions[m]) for m in s.metrics},
     }
-    write_bytes_atomic(REPORTS / "score" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    write_bytes_atomic(reports_root(cfg) / "score" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     for m in s.metrics:
         st = summary["metrics"][m]
         better = "lower" if st["lower_better"] else "higher"
