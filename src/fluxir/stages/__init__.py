@@ -23,6 +23,7 @@ from pathlib import Path
 from fluxir.config import Config, load_config, parse_override
 from fluxir.errors import UserError, report
 
+
 def reports_root(cfg: Config) -> Path:
     """Root of the stage reports (``tracking.reports_dir``, relative to the project root under DVC)."""
     return Path(cfg.tracking.reports_dir)
