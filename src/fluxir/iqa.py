@@ -6,6 +6,10 @@ or ``score.torch_home``) BEFORE any metric is built, and downloads are blocked w
 (unless ``score.allow_download``), so a missing file stops at once with one line naming the file and the
 folder it belongs in (:class:`MissingWeightsError`, a :class:`~fluxir.errors.UserError`).
 
+The full-reference fidelity convention (PSNR and SSIM on YCbCr Y or RGB, with a border cut) is defined
+here once, below both the benchmark (which runs pyiqa with :func:`fr_kwargs`) and the trainer's held-out
+check (which runs :func:`psnr`, the same definition in NumPy, without importing pyiqa).
+
 pyiqa is imported inside the functions, so ``import fluxir.iqa`` stays cheap.
 """
 
@@ -18,6 +22,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fluxir.config import ConfigError
 from fluxir.errors import UserError
@@ -186,3 +192,55 @@ def create_metrics(
                     f"{str(exc).splitlines()[0]}); set score.allow_download: true where the network is reachable"
                 ) from exc
     return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Full-reference fidelity: PSNR / SSIM channel and border
+
+FIDELITY = ("psnr", "ssim")
+"""The pyiqa metrics ``benchmark.fr_channel`` and ``benchmark.fr_border`` apply to."""
+# ITU-R BT.601 luma for R, G, B in [0, 1], on the 0-255 scale (BasicSR's rgb2ycbcr, pyiqa's 'ycbcr').
+_YCBCR_Y = np.array([65.481, 128.553, 24.966])
+_YCBCR_OFFSET = 16.0
+
+
+def fr_kwargs(channel: str, border: int) -> dict[str, Any]:
+    """pyiqa ``create_metric`` arguments of PSNR and SSIM for a channel ('y' or 'rgb') and a border cut."""
+    if channel not in ("y", "rgb"):
+        raise ValueError(f"fr_channel={channel!r}: must be 'y' or 'rgb'")
+    kwargs: dict[str, Any] = {"test_y_channel": channel == "y", "crop_border": int(border)}
+    if channel == "y":
+        kwargs["color_space"] = "ycbcr"  # pyiqa's own default is YIQ, about 1.3 dB below the SR convention
+    return kwargs
+
+
+def fr_setting(channel: str, border: int) -> str:
+    """How PSNR / SSIM were computed, in words: 'YCbCr Y (BT.601), 4 px border cut'."""
+    where = "YCbCr Y (BT.601)" if channel == "y" else "RGB"
+    return f"{where}, {border} px border cut" if border else f"{where}, no border cut"
+
+
+def ycbcr_y(rgb: np.ndarray) -> np.ndarray:
+    """The BT.601 Y channel (16-235) of an RGB uint8 H x W x 3 image, as float64 without rounding."""
+    return rgb.astype(np.float64) / 255.0 @ _YCBCR_Y + _YCBCR_OFFSET
+
+
+def psnr(restored: np.ndarray, reference: np.ndarray, channel: str = "y", border: int = 0) -> float:
+    """PSNR in dB of two RGB uint8 images on YCbCr Y or RGB after cutting ``border`` pixels per side.
+
+    The definition of the benchmark's pyiqa PSNR (:func:`fr_kwargs`) and of BasicSR's ``calculate_psnr``
+    (peak 255); inf when the images are equal (pyiqa instead caps at 80 dB through its eps).
+    """
+    if restored.shape != reference.shape:
+        raise ValueError(f"psnr: shapes {restored.shape} and {reference.shape} differ")
+    if border:
+        restored = restored[border:-border, border:-border]
+        reference = reference[border:-border, border:-border]
+    if channel == "y":
+        a, b = ycbcr_y(restored), ycbcr_y(reference)
+    elif channel == "rgb":
+        a, b = restored.astype(np.float64), reference.astype(np.float64)
+    else:
+        raise ValueError(f"channel={channel!r}: must be 'y' or 'rgb'")
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))

@@ -80,8 +80,9 @@ def _setup(tmp_path: Path, tiny_model_dir: Path) -> Path:
 
 
 def _y(rgb: np.ndarray) -> np.ndarray:
+    """YCbCr Y (ITU-R BT.601) on [0, 1], as BasicSR's test_y_channel."""
     x = rgb.astype(np.float64) / 255
-    return 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+    return (16 + 65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255
 
 
 def test_benchmark_writes_table1_per_image_grids_and_mlflow(tmp_path, tiny_model_dir, monkeypatch):
@@ -115,11 +116,15 @@ def test_benchmark_writes_table1_per_image_grids_and_mlflow(tmp_path, tiny_model
             assert metrics[dataset][method]["psnr"] == pytest.approx(group["psnr"].mean())
     assert set(metrics["RealLQ250"]["fluxir"]) == {"piqe"}
 
-    # a PSNR recomputed by hand from the files the stage wrote (Y channel, pyiqa's eps)
+    # a PSNR recomputed by hand from the files the stage wrote (YCbCr Y, 4 px border = the scale, pyiqa's eps)
     restored = load_rgb(tmp_path / "data" / "benchmark" / "RealSR" / "bicubic" / "Canon_001.png")
     hq = load_rgb(tmp_path / "data" / "benchmark" / "RealSR" / "hq" / "Canon_001.png")
     assert restored.shape == hq.shape == (64, 64, 3)
-    by_hand = 10 * np.log10(1 / (np.mean((_y(restored) - _y(hq)) ** 2) + 1e-8))
+    inner = (slice(4, -4), slice(4, -4))
+    by_hand = 10 * np.log10(1 / (np.mean((_y(restored)[inner] - _y(hq)[inner]) ** 2) + 1e-8))
+    assert "PSNR and SSIM: YCbCr Y (BT.601), 4 px border cut" in md
+    assert "DIV2K-Val (synthetic): 3 random 64 px HQ crops" in md and "reference: original HQ crop" in md
+    assert "RealLQ250 (lq_only): whole images, no crop." in md
     row = per_image[
         (per_image["dataset"] == "RealSR")
         & (per_image["id"] == "Canon_001")
@@ -137,6 +142,8 @@ def test_benchmark_writes_table1_per_image_grids_and_mlflow(tmp_path, tiny_model
     summary = json.loads((reports / "summary.json").read_text())
     assert summary["profile"] == "tiny" and "lpips" in summary["absent"]
     assert summary["methods"]["Real-ESRGAN"].startswith("ESRGAN x4")
+    # wall-clock figures are not in the reports (DVC outputs), they are in MLflow
+    assert "seconds" not in per_image.columns and not [k for k in summary if "second" in k]
 
     # MLflow: one run with the metrics, both tables under fixed names, and the grids as images
     import mlflow
@@ -145,6 +152,10 @@ def test_benchmark_writes_table1_per_image_grids_and_mlflow(tmp_path, tiny_model
     runs = mlflow.search_runs(experiment_names=["fluxir"])
     assert len(runs) == 1 and runs.loc[0, "tags.mlflow.runName"] == "benchmark"
     assert runs.loc[0, "metrics.RealSR/fluxir/psnr"] == pytest.approx(metrics["RealSR"]["fluxir"]["psnr"])
+    assert (
+        runs.loc[0, "metrics.time/seconds"] > 0
+        and runs.loc[0, "metrics.time/seconds_per_image/RealSR/fluxir"] > 0
+    )
     client = mlflow.MlflowClient()
     run_id = runs.loc[0, "run_id"]
     assert {a.path for a in client.list_artifacts(run_id, "tables")} == {

@@ -154,3 +154,57 @@ def test_config_checks_the_benchmark_section():
         config_from_dict({"benchmark": {"datasets": [{"kind": "x"}]}})
     cfg = config_from_dict({"benchmark": {"sr_models": [{"name": "Real-ESRGAN", "path": "w.pth"}]}})
     assert cfg.benchmark.sr_models[0].name == "Real-ESRGAN" and cfg.benchmark.datasets[0].hq_dir == "skimage"
+
+
+def test_an_lq_only_set_is_used_whole_unless_a_crop_is_asked_for(tmp_path):
+    # The params.yaml example for RealLQ250 names no crop: every image keeps its size, and the set says so.
+    cfg = config_from_dict(
+        {
+            "benchmark": {
+                "datasets": [{"name": "RealLQ250", "kind": "lq_only", "lq_dir": str(tmp_path / "lq")}]
+            }
+        }
+    )
+    spec = cfg.benchmark.datasets[0]
+    assert spec.lq_crop == 0
+    _save(tmp_path / "lq" / "0001.png", np.full((37, 45, 3), 7, np.uint8))
+    _save(tmp_path / "lq" / "0002.png", np.full((64, 48, 3), 9, np.uint8))
+    bench = prepare(spec, 4, DegradeConfig(), tmp_path / "out", tmp_path / "val")
+    assert [load_rgb(s.lq_path).shape for s in bench.samples] == [(37, 45, 3), (64, 48, 3)]
+    assert bench.framing == "whole images, no crop"
+    asked = BenchmarkDataset(name="RealLQ250", kind="lq_only", lq_dir=str(tmp_path / "lq"), lq_crop=32)
+    assert prepare(asked, 4, DegradeConfig(), tmp_path / "o2", tmp_path / "v2").framing == (
+        "centre crops of 32 px (lq_crop)"
+    )
+
+
+def test_a_paired_set_without_lq_crop_takes_hq_crop_over_the_scale(tmp_path):
+    root = realsr_layout(tmp_path / "RealSR")
+    bench = prepare(_paired(root, lq_crop=0), 4, DegradeConfig(), tmp_path / "out", tmp_path / "val")
+    assert {load_rgb(s.lq_path).shape for s in bench.samples} == {(16, 16, 3)}
+    assert bench.framing == "centre crops, HQ 64 px / LQ 16 px"
+
+
+def test_synthetic_sets_score_against_the_original_crop_unless_sharpened_is_asked(tmp_path):
+    # seesr-paired sharpens the GT (gt_usm): training targets the sharpened crop, the benchmark the photo.
+    degrade = DegradeConfig(sizes=[[64, 64]])
+    spec = BenchmarkDataset(name="DIV2K-Val", kind="synthetic", hq_dir="skimage", num_crops=2, hq_crop=64)
+    original = prepare(spec, 4, degrade, tmp_path / "a", tmp_path / "val")
+    sharpened = prepare(
+        BenchmarkDataset(**{**spec.__dict__, "reference": "sharpened"}),
+        4,
+        degrade,
+        tmp_path / "b",
+        tmp_path / "v",
+    )
+    from skimage import data
+
+    for s_orig, s_sharp in zip(original.samples, sharpened.samples, strict=True):
+        assert s_orig.lq_path.read_bytes() == s_sharp.lq_path.read_bytes()  # the same degradation
+        hq, hq_sharp = load_rgb(s_orig.hq_path), load_rgb(s_sharp.hq_path)
+        photo = getattr(data, s_orig.id.rsplit("_", 1)[0])()[..., :3]
+        top, left = (int(v.split("=")[1]) for v in s_orig.source.split()[-2:])
+        assert np.array_equal(hq, photo[top : top + 64, left : left + 64])  # the photo's pixels
+        assert not np.array_equal(hq, hq_sharp)  # gt_usm changed the other one
+    assert "reference: original HQ crop" in original.framing
+    assert "reference: unsharp-masked HQ crop (reference: sharpened)" in sharpened.framing

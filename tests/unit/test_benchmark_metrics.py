@@ -10,7 +10,7 @@ import torch
 
 from fluxir.benchmark.metrics import PSNR_CAP_DB, build_suite
 from fluxir.config import ConfigError
-from fluxir.iqa import configure_torch_home
+from fluxir.iqa import configure_torch_home, fr_setting, psnr
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +43,7 @@ def test_identical_images_give_the_psnr_cap_and_ssim_one(channel):
 
 def test_psnr_matches_a_hand_computed_mse_on_rgb_and_on_y():
     # +6 on the red channel of every other row: RGB MSE = (1/3)(1/2)(6/255)^2,
-    # Y (YIQ luma 0.299 R + 0.587 G + 0.114 B) MSE = (1/2)(0.299 * 6/255)^2.
+    # YCbCr Y (BT.601: Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 on 0-255) MSE = (1/2)(65.481 * 6/255 / 255)^2.
     a = _image(1)
     b = a.copy()
     b[::2, :, 0] += 6
@@ -51,8 +51,44 @@ def test_psnr_matches_a_hand_computed_mse_on_rgb_and_on_y():
     rgb = build_suite(["psnr"], "cpu", hub, fr_channel="rgb").score(b, a)["psnr"]
     y = build_suite(["psnr"], "cpu", hub, fr_channel="y").score(b, a)["psnr"]
     assert rgb == pytest.approx(_psnr_db((6 / 255) ** 2 / 6), abs=1e-3)
-    assert y == pytest.approx(_psnr_db((0.299 * 6 / 255) ** 2 / 2), abs=1e-2)
-    assert y > rgb  # only red changed, and red weighs 0.299 in the luma
+    y_db = _psnr_db((65.481 * 6 / 255 / 255) ** 2 / 2)
+    assert y == pytest.approx(y_db, abs=1e-2)
+    assert y_db == pytest.approx(47.38, abs=0.01)  # by hand: Y moves 1.5407 of 255 on half the pixels
+    assert y > rgb  # only red changed, and red weighs 65.481 / 255 = 0.257 in Y
+    # The trainer's held-out PSNR is the same definition in NumPy, without pyiqa's eps (1e-8 on the MSE)
+    assert psnr(b, a, "y") == pytest.approx(10 * math.log10(2 * 255**2 / (65.481 * 6 / 255) ** 2), abs=1e-9)
+    assert psnr(b, a, "y") == pytest.approx(y, abs=5e-3) and psnr(b, a, "rgb") == pytest.approx(rgb, abs=5e-3)
+
+
+def test_y_is_ycbcr_not_pyiqas_default_yiq():
+    # YIQ's luma weighs red 0.299, YCbCr's Y 65.481 / 255 = 0.2568 (and all of Y's range is 219/255 of RGB's):
+    # on the same change the two differ by 20 log10(0.299 / 0.2568) = 1.32 dB.
+    a = _image(2)
+    b = a.copy()
+    b[::2, :, 0] += 6
+    hub = configure_torch_home("")
+    y = build_suite(["psnr"], "cpu", hub, fr_channel="y").score(b, a)["psnr"]
+    yiq = build_suite(["psnr"], "cpu", hub, extra_kwargs={"psnr": {"color_space": "yiq"}}).score(b, a)["psnr"]
+    assert y - yiq == pytest.approx(20 * math.log10(0.299 / (65.481 / 255)), abs=0.02)
+
+
+def test_the_border_is_cut_before_psnr_and_ssim_and_tables_say_so():
+    # Change only a 4-pixel frame: with a 4 px border cut the images are equal (PSNR cap, SSIM 1).
+    a = _image(3)
+    b = a.copy()
+    b[:4] += 10
+    b[-4:] += 10
+    b[:, :4] += 10
+    b[:, -4:] += 10
+    hub = configure_torch_home("")
+    cut = build_suite(["psnr", "ssim"], "cpu", hub, fr_channel="y", fr_border=4)
+    whole = build_suite(["psnr", "ssim"], "cpu", hub, fr_channel="y", fr_border=0)
+    assert cut.score(b, a) == pytest.approx({"psnr": PSNR_CAP_DB, "ssim": 1.0})
+    assert whole.score(b, a)["psnr"] < 40
+    assert psnr(b, a, "y", border=4) == math.inf and psnr(b, a, "y") < 40
+    assert cut.info["psnr"].setting.startswith("YCbCr Y (BT.601), 4 px border cut")
+    assert cut.info["ssim"].setting == fr_setting("y", 4) == "YCbCr Y (BT.601), 4 px border cut"
+    assert fr_setting("rgb", 0) == "RGB, no border cut"
 
 
 def test_directions_labels_and_the_no_weight_profile():

@@ -121,3 +121,46 @@ def test_vae_decoder_undoes_the_latent_scaling(tiny_vae, monkeypatch):
     assert terms.pixel.item() > 0 and isinstance(terms, LossTerms)
     terms.total.backward()
     assert v_p.grad is not None and v_p.grad.abs().sum() > 0  # through the decoder into v_p
+
+
+def _curved_decode(z: torch.Tensor) -> torch.Tensor:
+    # Not linear, like a VAE decoder: equal and opposite latent errors decode to different images.
+    return torch.tanh(z) + 0.5 * z**2
+
+
+def test_x0_pixel_target_decodes_the_clean_estimate_against_z0():
+    v_p, v_gt, z0, t = _tiny_batch()
+    seen = []
+
+    def spy(z):
+        seen.append(z.clone())
+        return affine_decode(z)
+
+    terms = fluxir_loss(v_p, v_gt, z0, t, decode=spy, pixel_target="x0")
+    t_b = t.view(-1, 1, 1, 1)
+    z_t = z0 + t_b * v_gt
+    torch.testing.assert_close(seen[0], z_t - t_b * v_p)  # x0_hat
+    torch.testing.assert_close(seen[1], z0)
+    # Sample 1 (t=0.5): z_t = (2.5, 1.5), x0_hat = (1.5, 1.0) -> decoded (4, 3) vs z0 (1, 2) -> (3, 5)
+    # sample 2 (t=1):   z_t = (1, 1),     x0_hat = (0, 2)     -> (1, 5)   vs (0, 0) -> (1, 1)
+    # mean absolute difference (1 + 2 + 0 + 4) / 4 = 1.75: through an affine decoder, as the printed form
+    assert terms.pixel.item() == pytest.approx(1.75)
+    printed = fluxir_loss(v_p, v_gt, z0, t, decode=affine_decode, pixel_target="printed")
+    assert printed.pixel.item() == pytest.approx(terms.pixel.item())
+
+
+def test_the_two_pixel_targets_differ_and_agree_at_the_true_velocity():
+    torch.manual_seed(0)
+    z0, z1 = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    t = torch.tensor([0.3, 0.8])
+    v_gt = velocity_target(z0, z1)
+    v_p = v_gt + 0.5 * torch.randn_like(v_gt)
+    printed = fluxir_loss(v_p, v_gt, z0, t, decode=_curved_decode, pixel_target="printed")
+    x0 = fluxir_loss(v_p, v_gt, z0, t, decode=_curved_decode, pixel_target="x0")
+    assert printed.mse.item() == x0.mse.item()  # only L_P depends on the form
+    assert abs(printed.pixel.item() - x0.pixel.item()) > 1e-3
+    for form in ("printed", "x0"):  # at v_p = v_gt both decode the same latent on each side: L_P = 0
+        exact = fluxir_loss(v_gt.clone(), v_gt, z0, t, decode=_curved_decode, pixel_target=form)
+        assert exact.pixel.item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="pixel_target='z1'"):
+        fluxir_loss(v_p, v_gt, z0, t, decode=_curved_decode, pixel_target="z1")

@@ -18,9 +18,11 @@ from diffusers import FluxPipeline
 from train_pairs import write_pairs, write_params
 
 from fluxir.config import Config, ConfigError, TrainConfig, load_config
+from fluxir.iqa import psnr
 from fluxir.models.adapter import FluxIRAdapter
 from fluxir.restoration.pipeline import FluxIRPipeline
 from fluxir.train import checkpoint as ckpt
+from fluxir.train.build import build_trainer
 from fluxir.train.engine import (
     TorchEngine,
     TrainModule,
@@ -28,10 +30,8 @@ from fluxir.train.engine import (
     micro_batch_size,
     read_deepspeed_json,
 )
-from fluxir.train.build import build_trainer
 from fluxir.train.losses import fluxir_loss, vae_decoder
 from fluxir.train.trainer import Trainer, resume_conflicts, step_generator
-from fluxir.train.validation import psnr
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -301,7 +301,7 @@ def test_psnr_against_a_hand_computed_value():
     a = np.zeros((4, 4, 3), np.uint8)
     b = a.copy()
     b[0, 0, 0] = 10  # mse = 100 / 48
-    assert math.isclose(psnr(a, b), 10 * math.log10(255**2 * 48 / 100))
+    assert math.isclose(psnr(a, b, "rgb"), 10 * math.log10(255**2 * 48 / 100))
     assert psnr(a, a) == float("inf")
 
 

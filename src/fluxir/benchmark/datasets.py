@@ -4,11 +4,16 @@ Three source layouts (paper section 4.1):
   synthetic  HQ photos (DIV2K-Val: DIV2K's validation HR images); ``num_crops`` random ``hq_crop``
              squares spread evenly over the photos, each degraded with the training degradation
              (``degrade.*``: Real-ESRGAN second order, LQ = HQ / scale). Crop k of photo p draws from
-             ``image_rng(f"{p}#{k}", seed)``, so a set is reproducible crop by crop.
+             ``image_rng(f"{p}#{k}", seed)``, so a set is reproducible crop by crop. The HQ written (the
+             reference of PSNR, SSIM, LPIPS) is the original crop (``reference: original``, the paper's
+             framing) unless ``reference: sharpened`` asks for the unsharp-masked crop that training
+             targets when ``gt_usm`` is on.
   paired     RealSR / DRealSR: an HQ folder and an LQ folder whose files match by name (case and the
-             tags _HR, _LR4, _x1, _x4, _GT, _LQ ignored). LQ is centre-cropped to ``lq_crop`` and HQ to
-             the same box times the scale (``hq_crop`` = ``lq_crop`` x scale), so the two stay aligned.
-  lq_only    RealLQ250: LQ images only, optionally centre-cropped to ``lq_crop``.
+             tags _HR, _LR4, _x1, _x4, _GT, _LQ ignored). LQ is centre-cropped to ``lq_crop`` (0: hq_crop
+             / scale) and HQ to the same box times the scale, so the two stay aligned.
+  lq_only    RealLQ250: LQ images only, used whole; centre-cropped only when ``lq_crop`` asks for it.
+
+Every prepared set says how it was framed (:attr:`BenchSet.framing`), and the reports print it.
 
 Every loader checks the whole folder first and raises :class:`DatasetLayoutError` listing exactly
 what does not match (unpaired names, unreadable files, images too small, HQ not scale x LQ).
@@ -82,6 +87,8 @@ class BenchSet:
     kind: str
     root: Path
     samples: list[Sample]
+    framing: str = ""
+    """How the images were cut and which HQ is the reference, for the reports (see :func:`framing`)."""
 
     @property
     def has_hq(self) -> bool:
@@ -163,6 +170,25 @@ def _limit(items: list, spec: BenchmarkDataset) -> list:
     return items[: spec.max_images] if spec.max_images else items
 
 
+def paired_lq_crop(spec: BenchmarkDataset, scale: int) -> int:
+    """A paired set's LQ crop side: ``lq_crop``, or ``hq_crop / scale`` when it is 0."""
+    return spec.lq_crop or spec.hq_crop // scale
+
+
+def framing(spec: BenchmarkDataset, scale: int) -> str:
+    """One line saying how a set's images are cut and what the full-reference metrics compare against."""
+    if spec.kind == "synthetic":
+        ref = "unsharp-masked HQ crop" if spec.reference == "sharpened" else "original HQ crop"
+        return (
+            f"{spec.num_crops} random {spec.hq_crop} px HQ crops degraded with the degrade settings "
+            f"(LQ {spec.hq_crop // scale} px); reference: {ref} (reference: {spec.reference})"
+        )
+    if spec.kind == "paired":
+        lq = paired_lq_crop(spec, scale)
+        return f"centre crops, HQ {lq * scale} px / LQ {lq} px"
+    return f"centre crops of {spec.lq_crop} px (lq_crop)" if spec.lq_crop else "whole images, no crop"
+
+
 # ----------------------------------------------------------------------------------------------
 # The three layouts: each returns [(id, lq, hq or None, source)] in memory
 
@@ -192,6 +218,7 @@ def synthetic(spec: BenchmarkDataset, degrade: DegradeConfig) -> Prepared:
         )
     # Square test crops, no flip: the degradation is the training one, the framing is the paper's.
     cfg = dataclasses.replace(degrade, sizes=[[spec.hq_crop, spec.hq_crop]], crop="random", hflip_prob=0.0)
+    side = spec.hq_crop
     params = resolve_params(cfg)
     photos = hq_photos(spec)
     images, problems = [], []
@@ -212,15 +239,20 @@ def synthetic(spec: BenchmarkDataset, degrade: DegradeConfig) -> Prepared:
         rng = image_rng(f"{pid}#{j}", spec.seed)
         hq, lq, record = degrade_pair(image, cfg, rng, params)
         crop = record["crop"]
+        if spec.reference == "original":
+            # The crop before gt_usm sharpened it: the photo is the ground truth, not its sharpened copy.
+            top, left = crop["top"], crop["left"]
+            hq = np.ascontiguousarray(image[top : top + side, left : left + side])
         out.append((f"{pid}_{j:03d}", lq, hq, f"{pid} crop top={crop['top']} left={crop['left']}"))
     return out
 
 
 def paired(spec: BenchmarkDataset, scale: int) -> Prepared:
     """Matched HQ/LQ files, centre-cropped into aligned ``lq_crop`` / ``lq_crop * scale`` squares."""
-    if spec.lq_crop < 1 or spec.lq_crop * scale != spec.hq_crop:
+    lq_crop = paired_lq_crop(spec, scale)
+    if lq_crop < 1 or lq_crop * scale != spec.hq_crop:
         raise DatasetLayoutError(
-            f"benchmark dataset '{spec.name}': lq_crop={spec.lq_crop} x restore.scale={scale} must equal "
+            f"benchmark dataset '{spec.name}': lq_crop={lq_crop} x restore.scale={scale} must equal "
             f"hq_crop={spec.hq_crop} (paper: 256 x 4 = 1024)"
         )
     hq_dir, lq_dir = _folder(spec, "hq_dir"), _folder(spec, "lq_dir")
@@ -243,11 +275,11 @@ def paired(spec: BenchmarkDataset, scale: int) -> Prepared:
         if abs(hh - scale * lh) >= scale or abs(hw - scale * lw) >= scale:
             problems.append(f"{name}: HQ {hw}x{hh} is not {scale} x LQ {lw}x{lh} (restore.scale={scale})")
             continue
-        if min(lh, lw) < spec.lq_crop:
-            problems.append(f"{name}: LQ {lw}x{lh} is smaller than lq_crop {spec.lq_crop}")
+        if min(lh, lw) < lq_crop:
+            problems.append(f"{name}: LQ {lw}x{lh} is smaller than lq_crop {lq_crop}")
             continue
-        top, left = center_box(lh, lw, spec.lq_crop)
-        c, s = spec.lq_crop, scale
+        top, left = center_box(lh, lw, lq_crop)
+        c, s = lq_crop, scale
         hq_crop = hq[top * s : (top + c) * s, left * s : (left + c) * s]
         if hq_crop.shape[:2] != (c * s, c * s):
             problems.append(f"{name}: HQ {hw}x{hh} is too small for the {c * s} px box under the LQ crop")
@@ -260,7 +292,7 @@ def paired(spec: BenchmarkDataset, scale: int) -> Prepared:
 
 
 def lq_only(spec: BenchmarkDataset) -> Prepared:
-    """LQ images, centre-cropped to ``lq_crop`` when it is not 0."""
+    """LQ images as they are (RealLQ250 is used whole); centre-cropped only when ``lq_crop`` is set."""
     folder = _folder(spec, "lq_dir")
     out: Prepared = []
     problems = []
@@ -332,7 +364,7 @@ def prepare(
     df.attrs["benchmark_dataset"] = dataclasses.asdict(spec)
     validate_manifest(df, KIND, report_dir, source=root / MANIFEST_NAME, name=spec.name)
     write_manifest(df, root / MANIFEST_NAME, kind=KIND)  # path and hq_path stored relative to root
-    return BenchSet(spec.name, spec.kind, root, samples)
+    return BenchSet(spec.name, spec.kind, root, samples, framing(spec, scale))
 
 
 def read_set(root: str | Path) -> pd.DataFrame:

@@ -3,8 +3,14 @@
 Paper (section 4, footnote 2): full-reference PSNR, SSIM, LPIPS; no-reference CLIPIQA
 (``clipiqa+_vitL14_512``), MUSIQ (``musiq``), MANIQA (``maniqa-pipal``), all from pyiqa with its own
 settings. Choices stated in every report:
-  - PSNR and SSIM on the Y channel (``benchmark.fr_channel: y``; pyiqa ``test_y_channel=True``, its YIQ
-    luma 0.299 R + 0.587 G + 0.114 B) or on RGB (``rgb``); data range 1, no border crop.
+  - PSNR and SSIM on the YCbCr Y channel (``benchmark.fr_channel: y``, the super-resolution convention:
+    ITU-R BT.601 Y = 16 + 65.481 R + 128.553 G + 24.966 B for R, G, B in [0, 1], as BasicSR's
+    ``calculate_psnr(test_y_channel=True)``; pyiqa ``test_y_channel=True, color_space='ycbcr'``, not
+    pyiqa's default YIQ luma, which reads about 1.3 dB lower) or on RGB (``rgb``), after cutting
+    ``benchmark.fr_border`` pixels from every border (default: the scale, 4 px at x4). Data range 1.
+    :func:`fluxir.iqa.fr_kwargs` is the one place these choices become pyiqa arguments and
+    :func:`fluxir.iqa.fr_setting` the one place they become words in a table header; the trainer's
+    held-out PSNR uses the same definition (:func:`fluxir.iqa.psnr`, tested against pyiqa).
   - pyiqa's PSNR adds eps = 1e-8 to the MSE, so identical images score 10 log10(1 / 1e-8) = 80 dB,
     not inf: PSNR is capped at 80 dB.
   - LPIPS is pyiqa's ``lpips`` (AlexNet, v0.1), lower is better.
@@ -24,7 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from fluxir.iqa import MissingWeightsError, check_weights, create_metrics, metric_config, missing_fr_weights
+from fluxir.iqa import (
+    FIDELITY,
+    MissingWeightsError,
+    check_weights,
+    create_metrics,
+    fr_kwargs,
+    fr_setting,
+    metric_config,
+    missing_fr_weights,
+)
 
 PSNR_CAP_DB = 80.0
 """What pyiqa's PSNR gives for identical images: 10 log10(1 / eps), eps = 1e-8."""
@@ -38,7 +53,6 @@ LABELS = {
     "piqe": "PIQE",
 }
 """Row names the paper uses; other metrics show their pyiqa name in upper case."""
-_Y_CHANNEL = ("psnr", "ssim")
 
 
 def label(name: str) -> str:
@@ -108,8 +122,11 @@ def build_suite(
     allow_download: bool = False,
     fr_channel: str = "y",
     extra_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    fr_border: int = 0,
 ) -> MetricSuite:
     """Build each metric once; a metric whose weights are missing goes to ``absent`` with the reason.
+
+    PSNR and SSIM use ``fr_channel`` and cut ``fr_border`` pixels per side (:func:`fr_kwargs`).
 
     ``hub`` is the torch hub dir (from :func:`fluxir.iqa.configure_torch_home`); unknown metric
     names are a ConfigError. ``extra_kwargs[name]`` is passed to ``pyiqa.create_metric`` (tests use it to
@@ -123,9 +140,9 @@ def build_suite(
         fr = conf.get("metric_mode") == "FR"
         kwargs = dict((extra_kwargs or {}).get(name, {}))
         setting = ""
-        if name in _Y_CHANNEL:
-            kwargs.setdefault("test_y_channel", fr_channel == "y")
-            setting = "Y channel (YIQ luma)" if kwargs["test_y_channel"] else "RGB"
+        if name in FIDELITY:
+            kwargs = fr_kwargs(fr_channel, fr_border) | kwargs
+            setting = fr_setting(fr_channel, fr_border)
         if name == "psnr":
             setting += f", capped at {PSNR_CAP_DB:g} dB (pyiqa eps 1e-8)"
         suite.info[name] = MetricInfo(name, label(name), bool(conf.get("lower_better", False)), fr, setting)

@@ -1,10 +1,13 @@
 """Table 1 reports of a benchmark run, and their MLflow logging.
 
 Files in ``benchmark.report_dir``: ``metrics.json`` (DVC metrics: dataset -> method -> metric -> mean),
-``summary.json`` (settings, absent metrics with reasons, timings), ``table1.md`` / ``table1.csv`` in the
-paper's layout, ``per_image.csv``, and ``grids/<dataset>_<id>.png`` (LQ | methods | HQ).
-:func:`log_benchmark` sends all of it to the active MLflow run: metrics, the tables under the fixed
-names ``table1`` and ``per_image`` (``mlflow.log_table``), grids as images.
+``summary.json`` (settings, how each set was framed, absent metrics with reasons), ``table1.md`` /
+``table1.csv`` in the paper's layout, ``per_image.csv``, and ``grids/<dataset>_<id>.png``
+(LQ | methods | HQ). They are DVC outputs, so they hold only what code, params and inputs decide:
+wall-clock timings (:func:`timings`) go to MLflow and the log, never into a file.
+:func:`log_benchmark` sends all of it to the active MLflow run: metrics, timings, the tables under the
+fixed names ``table1`` and ``per_image`` (``mlflow.log_table``, with each image's seconds), grids as
+images.
 
 :func:`profile_notes` and :func:`metric_key` serve the ablation reports too.
 """
@@ -21,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from fluxir.benchmark import tables
-from fluxir.benchmark.runner import BenchmarkResult
+from fluxir.benchmark.runner import BenchmarkResult, fidelity_setting
 from fluxir.config import Config
 from fluxir.data.images import load_rgb, write_image_atomic
 from fluxir.io import write_bytes_atomic
@@ -54,8 +57,25 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, indent=2, allow_nan=False) + "\n"
 
 
-def summarize(cfg: Config, result: BenchmarkResult, seconds: float) -> tuple[dict[str, Any], dict[str, str]]:
-    """The summary (results, settings, timings, Table 1 rows) and the report files' text by name."""
+def header_lines(cfg: Config, sets: list[Any]) -> list[str]:
+    """What a table's numbers mean: the model, PSNR / SSIM's channel and border, each set's framing."""
+    lines = profile_notes(cfg)
+    lines.append(f"PSNR and SSIM: {fidelity_setting(cfg)} (benchmark.fr_channel, benchmark.fr_border).")
+    lines += [f"{s.name} ({s.kind}): {s.framing}." for s in sets]
+    return lines
+
+
+def timings(result: BenchmarkResult, seconds: float) -> dict[str, float]:
+    """Wall-clock figures of a run, for MLflow and the log only: they differ on every run."""
+    per_image = result.per_image
+    out = {"seconds": round(seconds, 3)}
+    for (d, m), g in per_image.groupby(["dataset", "method"]):
+        out[metric_key("seconds_per_image", str(d), str(m))] = round(float(g["seconds"].mean()), 4)
+    return out
+
+
+def summarize(cfg: Config, result: BenchmarkResult) -> tuple[dict[str, Any], dict[str, str]]:
+    """The summary (results, settings, Table 1 rows) and the report files' text by name."""
     suite, names, sets = result.suite, list(result.methods), result.sets
     measured = [m for m in cfg.benchmark.metrics if m in suite.built]
     per_image = result.per_image
@@ -73,34 +93,32 @@ def summarize(cfg: Config, result: BenchmarkResult, seconds: float) -> tuple[dic
         notes.append(
             "PIQE is a weak judge (it has rated a blurred, noisy photo above the clean one): plumbing only."
         )
-    markdown = tables.table1_markdown(table_rows, names, suite.info, suite.absent, profile_notes(cfg), notes)
+    markdown = tables.table1_markdown(
+        table_rows, names, suite.info, suite.absent, header_lines(cfg, sets), notes
+    )
     summary: dict[str, Any] = {
         "profile": profile_of(cfg),
         "note": TINY_NOTE if cfg.model.base == "tiny" else "",
         "scale": cfg.restore.scale,
-        "datasets": {s.name: {"kind": s.kind, "images": len(s.samples)} for s in sets},
+        "datasets": {s.name: {"kind": s.kind, "images": len(s.samples), "framing": s.framing} for s in sets},
+        "fidelity": fidelity_setting(cfg),
         "methods": dict(result.methods),
         "metrics": {n: dataclasses.asdict(mi) for n, mi in suite.info.items()},
         "absent": dict(suite.absent),
         "results": results,
-        "seconds_per_image": {
-            f"{d}/{m}": round(float(g["seconds"].mean()), 4)
-            for (d, m), g in per_image.groupby(["dataset", "method"])
-        },
-        "seconds": round(seconds, 3),
     }
     files = {
         "metrics.json": _json(results),
         "summary.json": _json(summary),
         "table1.md": markdown,
         "table1.csv": tables.table1_csv(table_rows),
-        "per_image.csv": per_image.to_csv(index=False),
+        "per_image.csv": per_image.drop(columns=["seconds"]).to_csv(index=False),
     }
     summary["table1_rows"] = table_rows
     return summary, files
 
 
-def write_reports(cfg: Config, result: BenchmarkResult, seconds: float) -> dict[str, Any]:
+def write_reports(cfg: Config, result: BenchmarkResult) -> dict[str, Any]:
     """Write the report files and grids to ``benchmark.report_dir``; return the summary with their paths."""
     report_dir = Path(cfg.benchmark.report_dir)
     grid_paths = []
@@ -108,7 +126,7 @@ def write_reports(cfg: Config, result: BenchmarkResult, seconds: float) -> dict[
         path = report_dir / "grids" / f"{filename_part(dataset)}_{filename_part(sample_id)}.png"
         write_image_atomic(path, grid)
         grid_paths.append(path)
-    summary, files = summarize(cfg, result, seconds)
+    summary, files = summarize(cfg, result)
     for name, text in files.items():
         write_bytes_atomic(report_dir / name, text.encode())
     summary["report_dir"] = str(report_dir)
@@ -116,8 +134,13 @@ def write_reports(cfg: Config, result: BenchmarkResult, seconds: float) -> dict[
     return summary
 
 
-def log_benchmark(cfg: Config, summary: Mapping[str, Any], per_image: pd.DataFrame | None = None) -> None:
-    """Log a benchmark summary to the active MLflow run: config, metrics, tables, grids, reports."""
+def log_benchmark(
+    cfg: Config,
+    summary: Mapping[str, Any],
+    per_image: pd.DataFrame | None = None,
+    run_timings: Mapping[str, float] | None = None,
+) -> None:
+    """Log a benchmark summary to the active MLflow run: config, metrics, timings, tables, grids, reports."""
     import mlflow
 
     from fluxir.config import to_dict
@@ -132,6 +155,7 @@ def log_benchmark(cfg: Config, summary: Mapping[str, Any], per_image: pd.DataFra
         for method, values in by_method.items()
         for metric, value in values.items()
     }
+    flat.update({f"time/{k}": float(v) for k, v in (run_timings or {}).items()})  # keys already safe
     if flat:
         mlflow.log_metrics(flat)
     mlflow.set_tags({f"absent.{filename_part(n)}": reason[:5000] for n, reason in summary["absent"].items()})

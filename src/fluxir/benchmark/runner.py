@@ -27,9 +27,19 @@ from tqdm.auto import tqdm
 from fluxir.benchmark import datasets, grids, methods, metrics
 from fluxir.config import Config
 from fluxir.data.images import load_rgb, write_image_atomic
-from fluxir.iqa import configure_torch_home
+from fluxir.iqa import configure_torch_home, fr_setting
 
 log = logging.getLogger(__name__)
+
+
+def fr_border(cfg: Config) -> int:
+    """Pixels PSNR and SSIM cut from each border: ``benchmark.fr_border``, by default the scale."""
+    return cfg.benchmark.fr_border if cfg.benchmark.fr_border is not None else cfg.restore.scale
+
+
+def fidelity_setting(cfg: Config) -> str:
+    """PSNR / SSIM's channel and border cut in words, for every table header."""
+    return fr_setting(cfg.benchmark.fr_channel, fr_border(cfg))
 
 
 @dataclass
@@ -41,7 +51,7 @@ class BenchmarkResult:
     methods: dict[str, str]
     """Method name -> description, in column order."""
     per_image: pd.DataFrame
-    """One row per (dataset, id, method): seconds and one column per measured metric."""
+    """One row per (dataset, id, method): seconds (wall clock: MLflow only) and one column per measured metric."""
     grids: list[tuple[str, str, np.ndarray]] = field(default_factory=list)
     """(dataset, sample id, grid image): LQ | methods | HQ."""
 
@@ -68,7 +78,13 @@ def restore_and_score(
     # ----- 2. metrics, 3. methods
     hub = configure_torch_home(cfg.score.torch_home)
     suite = metrics.build_suite(
-        b.metrics, pick_device(b.device), hub, cfg.score.allow_download, b.fr_channel, metric_kwargs
+        b.metrics,
+        pick_device(b.device),
+        hub,
+        cfg.score.allow_download,
+        b.fr_channel,
+        metric_kwargs,
+        fr_border(cfg),
     )
     for name, reason in suite.absent.items():
         log.warning("metric %s is absent: %s", name, reason)

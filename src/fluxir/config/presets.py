@@ -22,37 +22,127 @@ from typing import Any
 import yaml
 
 from fluxir.config.base import field_docs, to_dict
-from fluxir.config.schema import Config
+from fluxir.config.schema import BenchmarkDataset, Config
+
+TESTSETS = "data/testsets"
+"""Where the paper profile expects the Table 1 test sets; they are not downloadable here, the user copies them."""
+
+
+def _testset(**fields: Any) -> dict[str, Any]:
+    """A benchmark.datasets entry with every field written out (what the profile check compares)."""
+    return to_dict(BenchmarkDataset(**fields))
+
 
 PAPER: dict[str, Any] = {
+    # FluxGen (section 3.1, 4.1)
     "model.base": "black-forest-labs/FLUX.1-dev",
     "model.dtype": "bfloat16",
+    "generate.source": "flux",
     "generate.num_images": 350_000,
     "generate.width": 1024,
     "generate.height": 768,
     "generate.num_inference_steps": 20,
+    "generate.guidance_scale": 4.0,
+    "generate.prompt": "",
+    "generate.prompts_file": "",
     "generate.shard_size": 1000,
     "score.metrics": ["clipiqa+_vitL14_512", "maniqa-pipal", "musiq"],
+    "filter.enabled": True,
+    "filter.keep_quantile": 0.95,
+    "degrade.preset": "seesr-paired",
+    "degrade.scale": 4,
     "degrade.sizes": [[768, 1024], [768, 768], [768, 512]],
+    "degrade.crop": "center",
+    # FluxIR (section 3.2, 3.3, 4.1)
+    "train.rank": 32,
+    "train.control": "se",
+    "train.text_control": True,
+    "train.learnable_embeddings": True,
+    "train.timestep_sampler": "clamped_uniform",
+    "train.sampler_eps": 0.05,
+    "train.pixel_loss": True,
+    "train.pixel_target": "printed",
+    "train.alpha": 1.0,
     "train.lr": 1.0e-5,
     "train.batch_size": 64,
+    "train.max_steps": 21_875,
+    "train.eval_every": 500,
+    "train.checkpoint_every": 500,
+    "restore.scale": 4,
+    "restore.steps": 20,
+    # Evaluation (section 4, Table 1) and ablations (Tables 2-7)
+    "benchmark.datasets": [
+        _testset(
+            name="DIV2K-Val",
+            kind="synthetic",
+            hq_dir=f"{TESTSETS}/DIV2K_valid_HR",
+            num_crops=600,
+            hq_crop=1024,
+            reference="original",
+        ),
+        _testset(
+            name="RealSR",
+            kind="paired",
+            hq_dir=f"{TESTSETS}/RealSR/test_HR",
+            lq_dir=f"{TESTSETS}/RealSR/test_LR",
+            hq_crop=1024,
+            lq_crop=256,
+        ),
+        _testset(
+            name="DRealSR",
+            kind="paired",
+            hq_dir=f"{TESTSETS}/DRealSR/test_HR",
+            lq_dir=f"{TESTSETS}/DRealSR/test_LR",
+            hq_crop=1024,
+            lq_crop=256,
+        ),
+        _testset(name="RealLQ250", kind="lq_only", hq_dir="", lq_dir=f"{TESTSETS}/RealLQ250", lq_crop=0),
+    ],  # fmt: skip
     "benchmark.metrics": ["clipiqa+_vitL14_512", "musiq", "maniqa-pipal", "psnr", "ssim", "lpips"],
+    "ablate.dataset": "RealLQ250",
+    "ablate.table7_images": 2000,
 }
-"""The paper profile: the values that differ from the defaults (what they are: ``NOTES["paper"]``)."""
+"""The paper profile: every setting the paper states, written out even where it equals the default (so a
+default changed for the tiny profile never changes the paper's run), plus the few a run at that scale
+needs; what each is: ``NOTES["paper"]`` and ``COMMENTS``."""
+
+COMMENTS: dict[str, dict[str, str]] = {
+    "paper": {
+        "degrade.crop": 'The paper "randomly center-crop[s]" to the three sizes: centred crops, the size drawn per image.',
+        "train.batch_size": "Global batch 64 (paper). Set train.grad_accum so each process's micro-batch fits its "
+        "memory: one 1024x768 image at a time took 33.9 GiB on an H200 (README), so 4 GPUs need grad_accum 16.",
+        "train.max_steps": "Derived, not stated: the paper gives no step count, only 350,000 images, batch 64 and "
+        "about 3.5 days on 4 H800 (14 GPU-days). bench/train_step_gpu.py measured 0.84 s per 1024x768 image "
+        "(ZeRO-2, bf16, pixel loss, gradient checkpointing) on an H200, whose bf16 peak an H800 shares: 4 GPUs x "
+        "302,400 s / 0.84 s = 1.44M images, 4.1 passes over 350,000. We take 4 epochs: 4 x 350,000 / 64 = 21,875 steps.",
+        "train.eval_every": "Not from the paper: validation and checkpoints every 500 steps (about 2 hours at the "
+        "rate above) instead of the tiny profile's 20.",
+        "benchmark.datasets": "The four test sets of Table 1 in the paper's framing, in folders you provide "
+        f"(nothing downloads them): {TESTSETS}/DIV2K_valid_HR/ (DIV2K's 100 validation HR images: 600 random "
+        "1024 px crops, degraded like training, scored against the original crop); "
+        f"{TESTSETS}/RealSR/test_HR/ and test_LR/ (RealSR V3 x4 test pairs, *_HR and *_LR4 files in two folders) "
+        f"and {TESTSETS}/DRealSR/test_HR/ and test_LR/ (DRealSR x4 test pairs): HQ centre crops 1024, LQ 256; "
+        f"{TESTSETS}/RealLQ250/ (250 LQ images of 256x256, used whole, no HQ).",
+        "ablate.dataset": "Tables 2-6 are scored on RealLQ250 (paper); Table 7 on 2,000 images per generator.",
+    },
+}
+"""Comment lines written above a key of a profile file (the derivations and where files go)."""
 
 NOTES: dict[str, str] = {
     "tiny": "the CPU plumbing profile: the schema's defaults, the values params.yaml ships with. "
     "The random-weight model proves the plumbing, not quality.",
     "paper": "the paper's settings (FLUX.1-dev, GPUs, pyiqa weights). FluxGen: 350k images at 1024x768, "
-    "empty prompt, guidance 4, 20 steps; IQA filter with CLIP-IQA+, MANIQA and MUSIQ; crops 1024x768, "
-    "768x768, 512x768. FluxIR: AdamW lr 1e-5, batch 64. Needs the FLUX.1-dev snapshot and the pyiqa "
-    "weight files on the workers.",
+    "empty prompt, guidance 4, 20 steps; IQA filter with CLIP-IQA+, MANIQA and MUSIQ keeping the top 95% "
+    "of each; centre crops 1024x768, 768x768, 512x768 (w x h). FluxIR: SE rank 32, clamped-uniform t "
+    "(eps 0.05), L = L_MSE + 1 x L_P (eq. 9 as printed), AdamW lr 1e-5, batch 64; 20 sampling steps. "
+    "Table 1 on DIV2K-Val, RealSR, DRealSR and RealLQ250; ablations on RealLQ250. Needs the FLUX.1-dev "
+    "snapshot, the pyiqa weight files and the test sets on the workers.",
 }
 
 EXAMPLES: dict[str, list[str]] = {
     "benchmark.datasets": [
         "- {name: RealSR, kind: paired, hq_dir: RealSR/test_HR, lq_dir: RealSR/test_LR, hq_crop: 1024, lq_crop: 256}",
-        "- {name: RealLQ250, kind: lq_only, lq_dir: RealLQ250}",
+        "- {name: RealLQ250, kind: lq_only, lq_dir: RealLQ250}  (used whole: lq_only sets are not cropped)",
     ],
     "benchmark.sr_models": ["[{name: Real-ESRGAN, path: weights/RealESRGAN_x4plus.pth}]  (spandrel)"],
 }
@@ -87,7 +177,15 @@ def render_profile(name: str) -> str:
         "sets the same keys. Generated by `fluxir config write-defaults` from src/fluxir/config/presets.py."
     )
     lines = _comment(head, "")
-    lines += [f"{key}: {_flow(value)}" for key, value in values.items()]
+    comments = COMMENTS.get(name, {})
+    for key, value in values.items():
+        if key in comments:
+            lines += _comment(comments[key], "")
+        if value and isinstance(value, list) and isinstance(value[0], dict):  # benchmark.datasets: a block
+            lines.append(f"{key}:")
+            lines += [f"  - {_flow(entry, sort_keys=False)}" for entry in value]  # in the schema's order
+        else:
+            lines.append(f"{key}: {_flow(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -136,9 +234,11 @@ def _render_section(value: Any, prefix: str, paper: dict[str, Any], indent: str)
     return lines
 
 
-def _flow(value: Any) -> str:
+def _flow(value: Any, sort_keys: bool = True) -> str:
     """``value`` as one line of YAML (flow style), e.g. ``[[96, 128], [96, 96]]``, ``''``, ``1.0e-05``."""
-    text = yaml.safe_dump([value], default_flow_style=True, width=10**6, allow_unicode=True).strip()
+    text = yaml.safe_dump(
+        [value], default_flow_style=True, width=10**6, allow_unicode=True, sort_keys=sort_keys
+    ).strip()
     return text[1:-1]
 
 

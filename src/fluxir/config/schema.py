@@ -232,6 +232,8 @@ class TrainConfig:
     """Standard deviation of the logit-normal sampler's normal."""
     pixel_loss: Bool = True
     """Add the VAE-decoded L1 term L_P (eq. 9); false: Table 3's 'w/o L_P' rows."""
+    pixel_target: Literal["printed", "x0"] = "printed"
+    """What L_P decodes: printed (eq. 9 as printed: z0 + t v_p vs z0 + t v_gt = z_t) or x0 (z_t - t v_p vs z0)."""
     alpha: Float = Field(1.0, ge=0)
     """Weight of L_P in L = L_MSE + alpha L_P (eq. 10; paper: 1)."""
     seed: Int = Field(0, ge=0)
@@ -289,8 +291,10 @@ class BenchmarkDataset:
     """synthetic: crops to make, spread evenly over the HQ photos (paper: 600 from DIV2K's 100 val images)."""
     hq_crop: Int = Field(128, ge=4)
     """synthetic: random HQ crop side; paired: HQ centre-crop side (paper: 1024)."""
-    lq_crop: Int = Field(32, ge=0)
-    """paired: LQ centre-crop side, must equal hq_crop / restore.scale (paper: 256); lq_only: centre crop, 0 keeps the size."""
+    lq_crop: Int = Field(0, ge=0)
+    """paired: LQ centre-crop side, 0 (default) is hq_crop / restore.scale (paper: 256); lq_only: centre-crop side, 0 (default) keeps each image whole."""
+    reference: Literal["original", "sharpened"] = "original"
+    """synthetic: HQ the full-reference metrics compare against: the original crop, or the unsharp-masked one (degrade gt_usm)."""
     max_images: Int = Field(0, ge=0)
     """Use at most this many source images (sorted by name); 0 uses all."""
     seed: Int = Field(0, ge=0)
@@ -338,7 +342,9 @@ class BenchmarkConfig:
     metrics: list[Str] = Field(default_factory=lambda: ["psnr", "ssim", "lpips", "piqe"])
     """pyiqa metrics, rows in this order (paper: clipiqa+_vitL14_512, musiq, maniqa-pipal, psnr, ssim, lpips)."""
     fr_channel: Literal["y", "rgb"] = "y"
-    """PSNR and SSIM on the Y channel (pyiqa test_y_channel, YIQ luma) or on RGB."""
+    """PSNR and SSIM on YCbCr Y (BT.601, as BasicSR's test_y_channel and pyiqa color_space='ycbcr') or on RGB."""
+    fr_border: Int | None = Field(None, ge=0)
+    """Pixels cut from every border before PSNR and SSIM; null: restore.scale (the SR convention, 4 at x4)."""
     device: Device = "auto"
     """Torch device for the metrics and sr_models: 'auto', 'cpu', 'cuda', 'cuda:N' (FluxIR uses model.device)."""
     grid_images: Int = Field(2, ge=0)

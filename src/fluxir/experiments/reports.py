@@ -10,8 +10,10 @@ from typing import Any
 import pandas as pd
 
 from fluxir.benchmark import ablations as ab
+from fluxir.benchmark.datasets import framing
 from fluxir.benchmark.report import profile_notes
-from fluxir.config import Config
+from fluxir.benchmark.runner import fidelity_setting
+from fluxir.config import BenchmarkDataset, Config
 from fluxir.io import write_text_atomic
 from fluxir.tracking.lineage import profile_of
 
@@ -36,7 +38,8 @@ def write_table(
     ours = [(k, f"{m['label']} {'↓' if m['lower_better'] else '↑'}", bool(m["lower_better"])) for k, m in info.items()
             if k not in absent and (dataset["kind"] != "lq_only" or not m["full_reference"])]  # fmt: skip
     images = next((r.get("images") for r in rows if r.get("images")), "?")
-    scored_on = f"FluxIR on {dataset['name']} ({dataset['kind']}, {images} images)"
+    framed = framing(BenchmarkDataset(**dataset), cfg.restore.scale)
+    scored_on = f"FluxIR on {dataset['name']} ({dataset['kind']}, {images} images; {framed})"
     notes = [f"{r['label']}: " + (f"overrides {json.dumps(r['overrides'])} (`dvc exp run " + " ".join(
         f"-S {k}={json.dumps(v)}" for k, v in r["overrides"].items()) + "`)" if r["overrides"] else "params as they are")
         for r in rows]  # fmt: skip
@@ -47,9 +50,10 @@ def write_table(
         notes.append(
             "# Params (ours): adapter without SE layers + SE layers, counted on the adapter each row ran."
         )
-    md = ab.markdown(
-        table.title, table.row_header, rows, ours, header(cfg, scored_on), notes, table.params_column
-    )
+    lines = header(cfg, scored_on)
+    if any(info[k]["full_reference"] for k, _, _ in ours):
+        lines.append(f"PSNR and SSIM: {fidelity_setting(cfg)}.")
+    md = ab.markdown(table.title, table.row_header, rows, ours, lines, notes, table.params_column)
     flat = []
     for r in rows:
         entry = {

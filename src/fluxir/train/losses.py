@@ -11,8 +11,14 @@ With ``z0`` the clean latent, ``z1`` Gaussian noise and ``z_t = (1 - t) z0 + t z
 Note on eq. 9 as printed: ``z0 + t v_gt = z0 + t (z1 - z0) = z_t``, the noisy input itself, and
 ``z0 + t v_p`` is the latent the predicted velocity would give at the same point. The term therefore
 compares, in pixel space, where the prediction lands against the true ``z_t``; it is zero at t = 0 and
-largest at t = 1. (A clean-image estimate would be ``z_t - t v_p``; the paper does not print that, so it
-is not what this module computes.)
+largest at t = 1. That printed form is the default (``pixel_target="printed"``).
+
+The pixel-space work the paper cites decodes the clean estimate instead: ``x0_hat = z_t - t v_p``
+against ``z0``, i.e. ``L_P = ||V_d(z_t - t v_p) - V_d(z0)||_1`` (``pixel_target="x0"``,
+``train.pixel_target: x0``, an ablation row of Table 3). The latent errors of the two forms are equal
+and opposite (``t (v_p - v_gt)`` and ``t (v_gt - v_p)``), so through a linear decoder they give the same
+L1; through the VAE decoder, which is not linear, they differ: the printed form decodes noisy latents
+around ``z_t``, the x0 form clean ones around ``z0``. Both are zero when ``v_p = v_gt``.
 
 Norms are means, not sums: ``L_MSE`` is the mean of squares over every latent element and ``L_P`` the
 mean absolute difference over every decoded pixel value, so alpha weighs two per-element averages and
@@ -31,6 +37,8 @@ from dataclasses import dataclass
 import torch
 
 Decode = Callable[[torch.Tensor], torch.Tensor]
+PIXEL_TARGETS = ("printed", "x0")
+"""Forms of eq. 9: as printed (noisy latents) or on the clean estimate (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +77,11 @@ def fluxir_loss(
     decode: Decode | None = None,
     alpha: float = 1.0,
     pixel_loss: bool = True,
+    pixel_target: str = "printed",
 ) -> LossTerms:
     """``L = L_MSE + alpha L_P`` (eq. 10) for predicted velocity ``v_pred`` and target ``v_target`` (eq. 7).
+
+    ``pixel_target`` picks the form of L_P: "printed" (eq. 9 as printed) or "x0" (the clean estimate).
 
     Gradients reach ``v_pred`` only: ``v_target``, ``z0`` and ``t`` are data and are detached, and the
     target decoding runs without autograd. ``pixel_loss=False`` or ``alpha=0`` (the Table 3 "w/o L_P"
@@ -85,6 +96,8 @@ def fluxir_loss(
         raise ValueError(f"t {tuple(t.shape)} must have shape (batch,) = ({z0.shape[0]},)")
     if alpha < 0:
         raise ValueError(f"alpha={alpha}: must be >= 0")
+    if pixel_target not in PIXEL_TARGETS:
+        raise ValueError(f"pixel_target={pixel_target!r}: must be one of {', '.join(PIXEL_TARGETS)}")
 
     v_target, z0, t = v_target.detach(), z0.detach(), t.detach()
     mse = (v_pred.float() - v_target.float()).square().mean()  # eq. 8
@@ -96,8 +109,15 @@ def fluxir_loss(
         raise ValueError("the pixel loss (eq. 9) needs a decode callable; pass pixel_loss=False to skip it")
 
     t_b = t.to(z0.dtype).reshape(-1, *([1] * (z0.ndim - 1)))  # (B,) -> (B, 1, 1, 1)
-    x_pred = decode(z0 + t_b * v_pred.to(z0.dtype))  # eq. 9, first term
-    with torch.no_grad():
-        x_target = decode(z0 + t_b * v_target)  # eq. 9, second term; equals V_d(z_t)
+    v_pred_ = v_pred.to(z0.dtype)
+    if pixel_target == "printed":
+        x_pred = decode(z0 + t_b * v_pred_)  # eq. 9, first term
+        with torch.no_grad():
+            x_target = decode(z0 + t_b * v_target)  # eq. 9, second term; equals V_d(z_t)
+    else:
+        z_t = z0 + t_b * v_target  # = (1 - t) z0 + t z1, the model's input
+        x_pred = decode(z_t - t_b * v_pred_)  # the clean estimate x0_hat
+        with torch.no_grad():
+            x_target = decode(z0)
     pixel = (x_pred.float() - x_target.float()).abs().mean()
     return LossTerms(total=mse + alpha * pixel, mse=mse, pixel=pixel)  # eq. 10

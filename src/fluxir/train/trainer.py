@@ -190,6 +190,7 @@ class Trainer:
             decode=self.decode,
             alpha=self.cfg.alpha,
             pixel_loss=self.cfg.pixel_loss and self.decode is not None,
+            pixel_target=self.cfg.pixel_target,
         )
 
     def compute_loss(

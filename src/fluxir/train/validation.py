@@ -4,8 +4,10 @@
   two evaluations of the same weights give the same number and curves compare across runs.
 - Grid: LQ (bicubic to HQ size) | restored | HQ of one held-out pair, restored by :class:`FluxIRPipeline`
   with a few Euler steps.
-- PSNR: ``restore.steps``-step restoration vs the bicubic upscale, both against HQ (RGB, 8 bits). With
-  the tiny random-weight model the numbers test plumbing, not quality.
+- PSNR: ``restore.steps``-step restoration vs the bicubic upscale, both against HQ, with Table 1's
+  definition (:func:`fluxir.iqa.psnr`: YCbCr Y, the scale cut from every border, peak 255), so the
+  trainer's ``psnr_restored`` and the benchmark's PSNR measure the same thing. With the tiny
+  random-weight model the numbers test plumbing, not quality.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from fluxir.iqa import psnr
 from fluxir.restoration.pipeline import FluxIRPipeline, RestoreOptions, upscale_lq
 from fluxir.train.data import Pair, pair_images
 from fluxir.train.losses import LossTerms
@@ -62,16 +65,13 @@ def _whole(image: np.ndarray) -> int:
     return -(-max(image.shape[:2]) // 16) * 16
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (peak 255); inf when equal."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-
-
 def heldout_psnr(
     pipe: FluxIRPipeline, pairs: Sequence[Pair], scale: int, steps: int, guidance: float, seed: int = 0
 ) -> dict[str, float]:
-    """Mean PSNR over ``pairs`` of the ``steps``-step restoration and of the bicubic upscale, vs HQ."""
+    """Mean PSNR over ``pairs`` of the ``steps``-step restoration and of the bicubic upscale, vs HQ.
+
+    YCbCr Y with ``scale`` pixels cut from each border: the benchmark's default PSNR.
+    """
     restored, bicubic = [], []
     for pair in pairs:
         hq, lq, _ = pair_images(pair, scale)
@@ -81,8 +81,8 @@ def heldout_psnr(
                 scale=scale, steps=steps, guidance=guidance, tile=_whole(hq), overlap=0, seed=seed
             ),
         )
-        restored.append(psnr(out, hq))
-        bicubic.append(psnr(upscale_lq(lq, scale), hq))
+        restored.append(psnr(out, hq, "y", border=scale))
+        bicubic.append(psnr(upscale_lq(lq, scale), hq, "y", border=scale))
     return {
         "psnr_restored": float(np.mean(restored)),
         "psnr_bicubic": float(np.mean(bicubic)),
