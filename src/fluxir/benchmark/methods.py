@@ -179,6 +179,11 @@ def build_methods(cfg: Any) -> list[Method]:
                     base, b.adapter, options, DTYPES[cfg.model.dtype], pick_device(cfg.model.device)
                 )
             )
+        elif name == "realesrgan-x4plus":
+            from fluxir.benchmark.ncnn_convert import cached_realesrgan_x4plus
+
+            path = cached_realesrgan_x4plus(b.realesrgan_cache)
+            out.append(SpandrelMethod.load(name, path, r.scale, pick_device(b.device)))
         else:
             out.append(SpandrelMethod.load(name, paths[name], r.scale, pick_device(b.device)))
     return out
