@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fluxir-installed
 # Run tools from the venv (dvc stages call `python -m fluxir.stages.<name>`).
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: setup demo test lint browser clean-venv services services-stop
+.PHONY: setup demo test lint browser vulkan clean-venv services services-stop
 
 setup: $(STAMP)
 
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(RUN) dvc repro
 
-test: lint browser
+test: lint browser vulkan
 	$(RUN) python -m pytest -q --durations=10
 
 # Headless Chromium (Debian's package) for the MLflow UI and plot tests; they skip, saying why, without it.
@@ -34,6 +34,13 @@ browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
 	  echo "chromium not installed (needs root and Debian's apt): the browser tests will skip"
+
+# A CPU Vulkan device (Mesa's lavapipe) for the test that runs Real-ESRGAN's own ncnn runtime against our
+# converted weights; it skips, saying why, without it.
+vulkan:
+	@[ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers \
+	  libvulkan1 libomp5 >/dev/null; } || echo "no Vulkan device (needs root and Debian's apt): the ncnn check will skip"
 
 # Prefect server + the process serving fluxir/full, MLflow server, SeaweedFS (S3), all on 127.0.0.1;
 # PIDs, logs and `source .services/env` under .services/. FLUXIR_SHARD_WORKERS=N adds N shard workers.
