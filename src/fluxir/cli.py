@@ -16,7 +16,10 @@ from fluxir.errors import UserError, report
 
 # name -> (module, one-line help). Add a line here when a command is built; never list a stub.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "models": ("fluxir.models.commands", "Build the tiny FLUX model or inspect a base model folder."),
+    "models": (
+        "fluxir.models.commands",
+        "Build the tiny FLUX model, inspect a base, or promote / list / export registered adapter versions.",
+    ),
     "config": ("fluxir.config.commands", "Validate params.yaml and show every setting with its help."),
     "generate": (
         "fluxir.stages.generate",

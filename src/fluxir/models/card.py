@@ -267,3 +267,25 @@ def write_model_card(
     path = folder / CARD_FILE
     write_text_atomic(path, str(card))
     return path
+
+
+EVALUATION = "## Evaluation"
+
+
+def add_benchmark(folder: str | Path, benchmark: str, version: str | None = None) -> Path:
+    """Put a benchmark table in the Evaluation section of ``folder``'s card (and the version in its
+    title), keeping everything else; the card is read back with diffusers' ``load_or_create_model_card``."""
+    from diffusers.utils.hub_utils import load_or_create_model_card
+
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no model card to add the benchmark to")
+    card = load_or_create_model_card(str(path))
+    head = card.text.partition(EVALUATION)[0].lstrip()
+    if version:
+        title, _, rest = head.partition("\n")
+        if title.startswith("# FluxIR adapter"):
+            head = f"# FluxIR adapter (version {version})\n{rest}"
+    card.text = f"{head.rstrip()}\n\n{EVALUATION}\n\n{benchmark.strip()}\n"
+    write_text_atomic(path, str(card))
+    return path

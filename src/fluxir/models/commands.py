@@ -1,4 +1,10 @@
-"""`fluxir models ...`: build the tiny FLUX model, check a base model folder."""
+"""`fluxir models ...`: build the tiny FLUX model, check a base model folder, manage registered adapters.
+
+fluxir models promote VERSION [--alias champion]   move an alias (champion) to a version, by command only
+fluxir models list                                 versions of tracking.registered_model, aliases, lineage
+fluxir models export VERSION|ALIAS DIR             the version's adapter folder, its card with the
+                                                   benchmark table of that version: ready for push_to_hub
+"""
 
 from __future__ import annotations
 
@@ -18,6 +24,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--seed", type=int, default=0, help="weight seed; the same seed gives identical files")
     check = sub.add_parser("check", help="Check that a base model folder or hub id loads, and describe it.")
     check.add_argument("base", metavar="DIR_OR_ID")
+    promote = sub.add_parser(
+        "promote",
+        help="Point an alias (default champion) of the registered adapter at VERSION.",
+        description="Point an alias of tracking.registered_model at VERSION (a number, or an alias such as "
+        "candidate). Aliases move only by this command, never as a side effect of train or benchmark.",
+    )
+    promote.add_argument("version", metavar="VERSION")
+    promote.add_argument("--alias", default="champion", help="alias to move (default: %(default)s)")
+    listing = sub.add_parser(
+        "list", help="Registered adapter versions with aliases, lineage and benchmark run."
+    )
+    export = sub.add_parser(
+        "export",
+        help="Write a registered version's adapter folder with its model card and benchmark table to DIR.",
+    )
+    export.add_argument("version", metavar="VERSION_OR_ALIAS")
+    export.add_argument("out_dir", type=Path, metavar="DIR")
+    for registry_parser in (promote, listing, export):
+        registry_parser.add_argument(
+            "--params", type=Path, default=Path("params.yaml"), help="params file: tracking.* settings"
+        )
+        registry_parser.add_argument("--name", help="registered model (default: tracking.registered_model)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,4 +66,8 @@ def run(args: argparse.Namespace) -> int:
             f"hidden {t.num_attention_heads * t.attention_head_dim}, {n / 1e6:.3f}M parameters"
         )
         return 0
+    if args.models_command in ("promote", "list", "export"):
+        from fluxir.models.registry_commands import run_registry_command
+
+        return run_registry_command(args)
     raise AssertionError(args.models_command)

@@ -42,10 +42,15 @@ def run_benchmark(
         Path(summary["report_dir"]) / "table1.md",
     )
     if cfg.benchmark.track:
+        from fluxir.tracking.registry import scored_model
         from fluxir.tracking.runs import start_run
 
         tags = {"stage": "benchmark", "profile": summary["profile"]}
-        with start_run("benchmark", cfg.tracking.experiment, tags=tags, uri=cfg.tracking.uri):
+        # scored_model: the run is tagged with the model version it scored, and its metrics logged against it
+        with (
+            start_run("benchmark", cfg.tracking.experiment, tags=tags, uri=cfg.tracking.uri) as run,
+            scored_model(cfg, run.info.run_id),
+        ):
             log_benchmark(cfg, summary, result.per_image, summary["timings"])
     return summary
 

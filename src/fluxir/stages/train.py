@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     with stage_run("train", cfg):  # child of the pipeline run (rank 0); the trainer logs into it
         state = trainer.train()
+        if trainer.world.is_main and cfg.train.track:
+            _publish(cfg, trainer)
     if trainer.world.is_main:
         last = state.history[-1] if state.history else {}
         print(
@@ -44,6 +46,19 @@ def run(args: argparse.Namespace) -> int:
         )
     _close_process_group()
     return 0
+
+
+def _publish(cfg, trainer) -> None:
+    """The adapter as a registered MLflow model version (fluxir.train.publish); like all tracking, a
+    failure is a warning and never fails the stage."""
+    from fluxir.train.publish import publish_adapter
+
+    try:
+        publish_adapter(cfg, trainer.out_dir / "adapter", trainer.prompt)
+    except Exception as exc:  # noqa: BLE001 - the adapter on disk is the stage's output either way
+        logging.getLogger("fluxir").warning(
+            "MLflow: adapter not registered (%s: %s)", type(exc).__name__, exc
+        )
 
 
 def _close_process_group() -> None:
