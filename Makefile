@@ -43,7 +43,8 @@ vulkan:
 	  libvulkan1 libomp5 >/dev/null; } || echo "no Vulkan device (needs root and Debian's apt): the ncnn check will skip"
 
 # Prefect server + the process serving fluxir/full, MLflow server, SeaweedFS (S3), all on 127.0.0.1;
-# PIDs, logs and `source .services/env` under .services/. FLUXIR_SHARD_WORKERS=N adds N shard workers.
+# PIDs, logs and `source .services/env` under .services/. FLUXIR_SHARD_WORKERS=N adds N shard workers,
+# FLUXIR_APP=1 the web page (`fluxir app`, port 7860) that restores images with a trained adapter.
 services: setup
 	$(RUN) python -m fluxir.orchestration.services start
 

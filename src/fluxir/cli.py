@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Tables 2-7: run the paper's ablations as MLflow child runs of one parent.",
     ),
     "train": ("fluxir.stages.train", "Train the FluxIR adapter on degraded pairs (DeepSpeed ZeRO; resumes)."),
+    "app": (
+        "fluxir.serving.app",
+        "Serve a web page on 127.0.0.1 to restore images with a trained adapter (Gradio).",
+    ),
     "services": (
         "fluxir.orchestration.services",
         "Start, stop or list local services: Prefect, MLflow, SeaweedFS (S3).",

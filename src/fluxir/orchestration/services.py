@@ -9,7 +9,9 @@
   prefect-server  the Prefect API and UI
   prefect-serve   ``flows/serve.py``: serves the deployment ``fluxir/full``
   shard-worker-i  ``--shard-workers N`` process workers of the pool ``fluxir-shards`` (scale-out shards)
-Each port is the usual one (8333, 5000, 4200) when free, else a free one. PIDs, logs, the ports and a
+  app             ``--app`` (or ``FLUXIR_APP=1``): ``fluxir app``, the web page that restores images with a
+                  trained adapter (registry aliases through this MLflow server); off by default
+Each port is the usual one (8333, 5000, 4200, 7860) when free, else a free one. PIDs, logs, the ports and a
 shell file of the variables clients need (``source .services/env``) go under ``<project>/.services/``.
 ``stop`` sends SIGTERM to each service's process group, then SIGKILL after ``--timeout`` seconds (Prefect
 workers ignore a first SIGTERM); a PID file is trusted only while the process still has the start time
@@ -43,6 +45,7 @@ BUCKET = "fluxir"
 SHARD_POOL = "fluxir-shards"
 DEPLOYMENT = "fluxir/full"
 PREFERRED_PORTS = {"s3": 8333, "mlflow": 5000, "prefect": 4200}
+APP_PORT = 7860  # Gradio's usual port
 # weed mini opens one listener per component (plus gRPC); every one is pinned so none lands on 0.0.0.0.
 WEED_PORTS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
@@ -107,9 +110,12 @@ def client_env(ports: Mapping[str, int], creds: Mapping[str, str]) -> dict[str, 
 
 
 def plan(
-    project: Path, shard_workers: int = 0, fixed_ports: bool = True
+    project: Path, shard_workers: int = 0, fixed_ports: bool = True, app: bool = False
 ) -> tuple[list[Service], dict[str, str]]:
-    """The services of ``project`` in start order, and the client environment; picks the ports."""
+    """The services of ``project`` in start order, and the client environment; picks the ports.
+
+    ``app`` adds the web page (``fluxir app``) last; it reads params.yaml and the registry like a client.
+    """
     state = project / STATE_DIR
     ports = {key: free_port(port if fixed_ports else None) for key, port in PREFERRED_PORTS.items()}
     creds = _s3_credentials(state)
@@ -169,6 +175,14 @@ def plan(
         ]  # fmt: skip
         ready = lambda since, name=f"{SHARD_POOL}-{i + 1}": _worker_online(api, name, since)  # noqa: E731
         services.append(Service(f"shard-worker-{i + 1}", worker, ready, env=prefect_env))
+    if app:
+        port = free_port(APP_PORT if fixed_ports else None)
+        url = f"http://{HOST}:{port}"
+        env["FLUXIR_APP_URL"] = url
+        page = [_bin("fluxir"), "app", "--host", HOST, "--port", str(port)]
+        services.append(
+            Service("app", page, lambda _: http_ok(url), env={"GRADIO_ANALYTICS_ENABLED": "False"}, url=url)
+        )
     return services, env
 
 
@@ -209,6 +223,7 @@ def start(
     only: Sequence[str] | None = None,
     timeout: float = READY_SECONDS,
     echo: Callable[[str], None] = print,
+    app: bool = False,
 ) -> dict[str, str]:
     """Start the services (all, or those named in ``only``), wait until each is ready; return the client
     environment (what ``.services/env`` exports).
@@ -223,7 +238,7 @@ def start(
     if running:
         names = ", ".join(sorted(running))
         raise ServiceError(f"already running in {state}: {names}; run `make services-stop` first")
-    services, env = plan(root, shard_workers, fixed_ports)
+    services, env = plan(root, shard_workers, fixed_ports, app)
     if only is not None:
         unknown = set(only) - {svc.name for svc in services}
         if unknown:
@@ -255,7 +270,8 @@ def start(
 
 def _serves(variable: str, started: Sequence[str]) -> bool:
     """Whether a client variable belongs to one of the ``started`` services."""
-    owner = {"PREFECT_API_URL": "prefect-server", "MLFLOW_TRACKING_URI": "mlflow"}.get(variable, "seaweedfs")
+    owners = {"PREFECT_API_URL": "prefect-server", "MLFLOW_TRACKING_URI": "mlflow", "FLUXIR_APP_URL": "app"}
+    owner = owners.get(variable, "seaweedfs")
     return owner in started
 
 
@@ -327,6 +343,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--any-ports", action="store_true", default=bool(os.environ.get("FLUXIR_ANY_PORTS")),
         help="free ports even where the usual ones are free (default: $FLUXIR_ANY_PORTS)",
     )  # fmt: skip
+    parser.add_argument(
+        "--app", action="store_true", default=os.environ.get("FLUXIR_APP", "") not in ("", "0"),
+        help="start: also serve the web page `fluxir app` (default: $FLUXIR_APP=1)",
+    )  # fmt: skip
     parser.add_argument("--only", default="", help="start: comma-separated service names (default: all)")
     parser.add_argument("--timeout", type=float, default=10.0, help="stop: seconds from SIGTERM to SIGKILL")
 
@@ -334,7 +354,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "start":
         only = [n.strip() for n in args.only.split(",") if n.strip()] or None
-        start(args.project, args.shard_workers, fixed_ports=not args.any_ports, only=only)
+        start(args.project, args.shard_workers, fixed_ports=not args.any_ports, only=only, app=args.app)
     elif args.action == "stop":
         stop(args.project, args.timeout)
     else:
