@@ -165,10 +165,12 @@ def test_export_writes_a_push_to_hub_folder_with_the_benchmark_table(demo, capsy
     out = demo / "export"
     assert main(["models", "export", "1", str(out), "--params", str(demo / "params.yaml")]) == 0
     assert "with its benchmark table" in capsys.readouterr().out
-    # What huggingface_hub.upload_folder / push_to_hub publish: the card, the config and the weights.
-    assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "config.json", "diffusion_pytorch_model.safetensors"
-    ]  # fmt: skip
+    # What huggingface_hub.upload_folder / push_to_hub publish: the card, the config and the weights (and
+    # the adapter's own extra files, if it has them), nothing of MLflow's.
+    files = {p.name for p in out.iterdir()}
+    assert {"README.md", "config.json", "diffusion_pytorch_model.safetensors"} <= files, files
+    assert files <= {"README.md", "config.json", "diffusion_pytorch_model.safetensors", "prompt.safetensors",
+                     "ema.safetensors"}, files  # fmt: skip
     card = ModelCard.load(out / "README.md")
     assert card.data.license == "apache-2.0" and "image-restoration" in card.data.tags
     assert card.text.startswith("# FluxIR adapter (version 1)")
@@ -177,3 +179,30 @@ def test_export_writes_a_push_to_hub_folder_with_the_benchmark_table(demo, capsy
     assert table.strip().splitlines()[-1] in evaluation, "the version's Table 1 is in the card"
     assert "bicubic" in evaluation and "fluxir" in evaluation
     FluxIRAdapter.from_pretrained(out)  # and the folder loads as it is
+
+
+def test_the_web_page_restores_with_the_registry_champion(demo, client):
+    import torch
+
+    from fluxir.serving.adapters import AdapterCache
+    from fluxir.serving.app import AppSettings, on_restore
+
+    if client.get_registered_model(NAME).aliases.get("champion") is None:
+        client.set_registered_model_alias(NAME, "champion", "1")
+    from skimage import data
+
+    photo = demo / "photo.png"
+    Image.fromarray(np.ascontiguousarray(data.astronaut()[100:164, 180:244])).save(photo)
+    settings = AppSettings(
+        base="unused: the registered model carries its base", registered_model=NAME, adapters=[],
+        adapter="registry: champion", steps=2, device="cpu", output_dir=demo / "app-out",
+    )  # fmt: skip
+    cache = AdapterCache(settings.base, torch.float32, torch.device("cpu"), NAME)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{demo / 'mlruns.db'}")
+        pair, download, status = on_restore(
+            str(photo), "registry: champion", 2, 1024, "none", 0, settings, cache
+        )
+        assert pair[1].shape == (256, 256, 3) and Image.open(download).size == (256, 256), status
+        _, _, status = on_restore(str(photo), "registry: 9", 2, 1024, "none", 0, settings, cache)
+    assert "Cannot restore" in status and "models:/fluxir-adapter/9" in status

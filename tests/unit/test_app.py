@@ -140,3 +140,21 @@ def test_the_app_is_an_optional_service(tmp_path, monkeypatch):
     monkeypatch.setenv("FLUXIR_APP", "1")
     services.add_arguments(parser)
     assert parser.parse_args(["start"]).app is True
+
+
+def test_held_out_examples_are_the_lq_images_of_the_held_out_pairs(tmp_path, monkeypatch, awkward_dir):
+    from train_pairs import write_pairs
+
+    from fluxir.config import config_from_dict
+    from fluxir.serving.app import held_out_examples
+    from fluxir.train.data import read_pairs, split_heldout
+
+    manifest = write_pairs(tmp_path, per_photo=1)
+    monkeypatch.chdir(tmp_path)
+    cfg = config_from_dict({"train": {"manifest": str(manifest), "val_size": 2}})
+    expected = [p.lq_path.resolve() for p in split_heldout(read_pairs(manifest), 2)[1]]
+    assert held_out_examples(cfg) == expected and len(expected) == 2
+    extra = held_out_examples(cfg, awkward_dir["good.png"].parent)
+    assert extra[:2] == expected and len(extra) == 8  # at most MAX_EXAMPLES
+    missing = config_from_dict({"train": {"manifest": str(tmp_path / "none.parquet")}})
+    assert held_out_examples(missing) == []

@@ -64,10 +64,13 @@ class FluxIRModel(mlflow.pyfunc.PythonModel):
         config = dict(context.model_config or {})
         artifacts = context.artifacts
         self.defaults = dict(config.get("defaults", {}))
+        adapter = Path(artifacts[ARTIFACT_NAME])
+        # the prompt artefact, else the one an adapter folder may carry itself
+        prompt = artifacts.get("prompt") or next(iter(adapter.glob("prompt.safetensors")), None)
         self.pipeline = load_pipeline(
             artifacts.get("base") or config["base"],
-            artifacts[ARTIFACT_NAME],
-            artifacts.get("prompt"),
+            adapter,
+            prompt,
             dtype=DTYPES[config.get("dtype", "float32")],
             device=pick_device(config.get("device", "auto")),
         )
