@@ -33,11 +33,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from fluxir.config import load_config
 from fluxir.orchestration import dvc as orchestrate
-from fluxir.orchestration import shards, storage
+from fluxir.orchestration import flow_params, shards, storage
 from fluxir.tracking import lineage
 
-PROFILES = Path("configs") / "profiles"
-SHARD_DEPLOYMENT = "fluxir-shard/shard"
+SHARD_DEPLOYMENT = flow_params.SHARD_DEPLOYMENT
+SERVED = Path(__file__).resolve().parents[1]
+"""The project whose flows/ this file is: the only one a flow run of this deployment may use."""
 SCRATCH = Path(".fluxir") / "shards"
 
 
@@ -53,8 +54,12 @@ class Sharding:
     run_key: str
     """The flow run id: shard folders and S3 prefixes of different runs never mix."""
     overrides: dict[str, Any]
+    """The profile's settings and the run's overrides: what local shards apply."""
     deployment: str | None = None
     url: str | None = None
+    profile: str = "tiny"
+    requested: dict[str, Any] | None = None
+    """The run's own (checked) overrides: what shard flow runs receive, beside the profile's name."""
 
     def work(self, project: Path, stage: str, start: int, count: int) -> Path:
         return project / SCRATCH / self.run_key / stage / shards.shard_name(start, count)
@@ -175,7 +180,12 @@ def _run_shards(stage: str, ranges: list[tuple[int, int]], project: Path, shardi
     for s, c in ranges:
         work = sharding.work(project, stage, s, c)
         if sharding.deployment:
-            params = {"run_key": sharding.run_key, "overrides": sharding.overrides, "shard_url": sharding.url}
+            params = {
+                "run_key": sharding.run_key,
+                "profile": sharding.profile,
+                "overrides": sharding.requested or {},
+                "shard_url": sharding.url,
+            }
             futures.append(run_shard.submit(sharding.deployment, stage, s, c, params))
         elif stage == "generate":
             futures.append(generate_range.submit(project, s, c, work, sharding.overrides))
@@ -216,14 +226,21 @@ def fluxir(
             pool's workers; empty: as tasks of this flow run.
         shard_url: ``s3://bucket/prefix`` through which shards on other machines send their outputs;
             empty: shards share this project's folder.
-        project_dir: the DVC project (default: the working folder of the serving process).
+        project_dir: only the project this process serves (its working folder) is accepted; kept as a
+            parameter so that an old caller naming it gets a clear refusal rather than a surprise.
+
+    Every parameter is checked (:mod:`fluxir.orchestration.flow_params`) before anything is written or
+    run: overrides name only numbers, switches and choices of the schema, never paths or free text.
     """
-    project = Path(project_dir).resolve()
-    settings = {**orchestrate.load_overrides(project / PROFILES / f"{profile}.yaml"), **(overrides or {})}
+    project, settings = flow_params.check_flow_run(
+        SERVED, profile, overrides, num_shards, shard_deployment, shard_url, project_dir
+    )
     orchestrate.set_params(project / "params.yaml", settings)
     cfg = load_config(project / "params.yaml")
     run_key = str(flow_run.id or "local")
-    sharding = Sharding(num_shards, run_key, settings, shard_deployment, shard_url)
+    sharding = Sharding(
+        num_shards, run_key, settings, shard_deployment or None, shard_url or None, profile, overrides or {}
+    )
     tags = {"fluxir.pipeline": "prefect", "profile": profile, "prefect.flow_run_id": run_key,
             "prefect.flow_run_name": str(flow_run.name)}  # fmt: skip
     parent = lineage.open_pipeline_run(cfg, project, name=f"prefect {flow_run.name}", tags=tags)
@@ -256,10 +273,17 @@ def shard(
     overrides: dict[str, Any] | None = None,
     shard_url: str | None = None,
     project_dir: str = ".",
+    profile: Literal["tiny", "paper"] = "tiny",
 ) -> dict[str, Any]:
-    """One shard of generate or score, run by a work-pool worker in its own checkout of the project."""
-    project = Path(project_dir).resolve()
-    sharding = Sharding(1, run_key, overrides or {}, url=shard_url)
+    """One shard of generate or score, run by a work-pool worker in its own checkout of the project.
+
+    Checked like the ``fluxir`` flow: the worker's own project only, allowed overrides over ``profile``.
+    """
+    project, _ = flow_params.check_shard_run(
+        SERVED, stage, start, count, run_key, overrides, shard_url, project_dir
+    )
+    overrides = flow_params.flow_settings(project, profile, overrides)
+    sharding = Sharding(1, run_key, overrides, url=shard_url or None)
     name = shards.shard_name(start, count)
     work = sharding.work(project, stage, start, count)
     get_run_logger().info(
@@ -267,13 +291,13 @@ def shard(
     )
     prefix = sharding.prefix(stage, start, count) if shard_url else None
     if stage == "generate":
-        generate_range(project, start, count, work, overrides or {})
+        generate_range(project, start, count, work, overrides)
         if prefix:
             upload(work, prefix)
     else:
         if prefix:
             download(f"{prefix}/in", work / "in")
-        score_range(project, work / "in", work, overrides or {})
+        score_range(project, work / "in", work, overrides)
         if prefix:
             upload(work / "out", f"{prefix}/out")
     return {"stage": stage, "shard": name, "host": socket.gethostname(), "worker_pid": os.getppid()}

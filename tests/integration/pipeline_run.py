@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE_FILES = ("dvc.yaml", "params.yaml", "src", "flows", "configs")
 
@@ -29,6 +31,10 @@ TINY_OVERRIDES = {
     "train.val_timesteps": [0.5],
     "restore.steps": 2,
     "benchmark.grid_images": 1,
+}
+# Paths are never flow parameters (a deployment refuses them), so the smaller test set goes into the
+# copy's own tiny profile instead.
+TINY_PROFILE_SETTINGS = {
     "benchmark.datasets": [
         {
             "name": "DIV2K-Val",
@@ -68,6 +74,8 @@ def copy_pipeline_project(root: Path) -> Path:
             shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
             shutil.copy(src, root / name)
+    profile = root / "configs" / "profiles" / "tiny.yaml"
+    profile.write_text(yaml.safe_dump({**yaml.safe_load(profile.read_text()), **TINY_PROFILE_SETTINGS}))
     (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
     run(["git", "init", "-q"], root)
     run([sys.executable, "-m", "dvc", "init", "-q"], root)
