@@ -140,7 +140,9 @@ def run_degrade(cfg: Config, progress: bool = True) -> dict[str, Any]:
         "preset": d.preset,
         "crop_sizes": {f"{h}x{w}": int(n) for (h, w), n in sizes.items()},
     }
-    write_bytes_atomic(reports_root(cfg) / "degrade" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    write_bytes_atomic(
+        reports_root(cfg) / "degrade" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode()
+    )
     log.info("degrade: %d pairs (%d reused), %d rejected, preset %s", summary["pairs"], summary["reused"],
              summary["rejected"], d.preset)  # fmt: skip
     for item in rejected:

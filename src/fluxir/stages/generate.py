@@ -370,7 +370,9 @@ def run_generate(
         if cfg.model.base == "tiny" and g.source == FLUX
         else ""
     )
-    write_bytes_atomic(reports_root(cfg) / "generate" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    write_bytes_atomic(
+        reports_root(cfg) / "generate" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode()
+    )
     log.info(
         "generate: %d images in %s (%d made now, %.2f img/s), %d files rejected",
         len(rows), out_dir, made, summary["images_per_second"] or 0.0, len(rejected),

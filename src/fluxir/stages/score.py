@@ -204,7 +204,11 @@ def run_score(cfg: Config, progress: bool = True) -> dict[str, Any]:
 
     df.attrs["metrics"] = {m: {"column": cols[m], "lower_better": directions[m]} for m in s.metrics}
     validate_manifest(
-        df, "score", reports_root(cfg) / "validation" / "score", source=out_dir / MANIFEST_NAME, name="manifest"
+        df,
+        "score",
+        reports_root(cfg) / "validation" / "score",
+        source=out_dir / MANIFEST_NAME,
+        name="manifest",
     )
     write_manifest(df, out_dir / MANIFEST_NAME, kind="score")
     with contextlib.suppress(FileNotFoundError):
@@ -218,7 +222,9 @@ def run_score(cfg: Config, progress: bool = True) -> dict[str, Any]:
         "device": str(device),
         "metrics": {m: _stats(df[cols[m]], directions[m]) for m in s.metrics},
     }
-    write_bytes_atomic(reports_root(cfg) / "score" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    write_bytes_atomic(
+        reports_root(cfg) / "score" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode()
+    )
     for m in s.metrics:
         st = summary["metrics"][m]
         better = "lower" if st["lower_better"] else "higher"
