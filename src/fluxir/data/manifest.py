@@ -2,7 +2,10 @@
 
 A manifest has one row per image. Its ``path`` column is absolute in memory and stored relative to
 the manifest's own folder on disk, so a data folder can move (or be checked out by DVC elsewhere)
-without rewriting manifests. ``DataFrame.attrs`` round-trip through the Parquet metadata; stages use
+without rewriting manifests. Reading checks every row (:mod:`fluxir.data.paths`): ids are plain names and
+every path lies inside the data root, the folder holding the stage folders (the manifest folder's parent
+unless the caller names another), so a hostile manifest can neither read nor write elsewhere.
+``DataFrame.attrs`` round-trip through the Parquet metadata; stages use
 them for facts about the whole table (``kind``, the metrics and their directions).
 
 Writes are atomic (temp file in the same folder, then ``os.replace``).
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fluxir.data.paths import UnsafePathError, check_id, check_inside
 from fluxir.errors import UserError
 from fluxir.io import write_bytes_atomic
 
@@ -45,8 +49,12 @@ def _absolute(path: str | os.PathLike) -> Path:
     return Path(os.path.normpath(Path(path).absolute()))
 
 
-def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a Parquet manifest; its path columns come back as absolute paths (str)."""
+def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read a Parquet manifest; its path columns come back as absolute paths (str).
+
+    Ids must be plain names and every path must lie inside ``root`` (default: the folder above the
+    manifest's own, where the stages' folders are siblings); else UnsafePathError naming the row.
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found; run the stage that writes it first")
@@ -56,9 +64,23 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
         raise ManifestError(f"{path}: not a readable Parquet manifest ({type(exc).__name__}: {exc})") from exc
     df = df.reset_index(drop=True)
     base = _absolute(path).parent
+    data_root = _absolute(root) if root is not None else base.parent
+    if "id" in df.columns:
+        for i, value in enumerate(df["id"]):
+            check_id(value, f"{path} row {i}")
     for column in path_columns(df):
-        df[column] = [None if pd.isna(p) else str(_absolute(base / p)) for p in df[column]]
+        df[column] = [
+            _inside(data_root, base, p, f"{path} row {i} {column}") for i, p in enumerate(df[column])
+        ]
     return df
+
+
+def _inside(data_root: Path, base: Path, stored: object, where: str) -> str | None:
+    if stored is None or (not isinstance(stored, str) and pd.isna(stored)):
+        return None
+    if not isinstance(stored, str) or not stored or Path(stored).is_absolute():
+        raise UnsafePathError(f"{where}: {stored!r} must be a path relative to the manifest's folder")
+    return str(check_inside(data_root, base / stored, where))
 
 
 def write_manifest(df: pd.DataFrame, path: str | os.PathLike, kind: str | None = None) -> Path:

@@ -32,6 +32,7 @@ matches the paper, and they are saved and loaded like the rest:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -45,6 +46,7 @@ from diffusers.models.transformers.transformer_flux import FluxTransformerBlock
 from torch import nn
 
 from fluxir.errors import UserError
+from fluxir.models.adapter_files import StoredPrompt, load_ema, load_prompt, save_prompt
 
 Control = Literal["se", "single_mlp"]
 CONTROLS = ("se", "single_mlp")
@@ -92,6 +94,8 @@ class FluxIRAdapter(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
+    stored_prompt: StoredPrompt | None = None
+    """The empty-prompt conditioning saved with the adapter (``prompt.safetensors``), if any."""
 
     @register_to_config
     def __init__(
@@ -190,6 +194,27 @@ class FluxIRAdapter(ModelMixin, ConfigMixin):
         if adapter.dtype != dtype:
             # nn.Module.to: ModelMixin.to warns about fp32 modules on any dtype cast, and this model has none.
             nn.Module.to(adapter, dtype)
+        return adapter
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """diffusers' ``save_pretrained``, plus ``prompt.safetensors`` when :attr:`stored_prompt` is set."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self.stored_prompt is not None:
+            save_prompt(save_directory, self.stored_prompt)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, use_ema: bool = True, **kwargs):
+        """diffusers' ``from_pretrained``; from a local folder also the stored prompt and, unless
+        ``use_ema=False``, the EMA weights in place of the raw ones (see ``fluxir.models.adapter_files``)."""
+        adapter = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        folder = Path(pretrained_model_name_or_path) / (kwargs.get("subfolder") or "")
+        if folder.is_dir():
+            adapter.stored_prompt = load_prompt(folder)
+            ema = load_ema(folder) if use_ema else None
+            if ema is not None:
+                with torch.no_grad():
+                    adapter.load_state_dict(ema)  # copies into the loaded dtype and device
         return adapter
 
     def structurally_unused_parameters(self) -> list[str]:

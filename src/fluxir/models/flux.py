@@ -27,6 +27,8 @@ _REQUIRED = {
     "tokenizer_2": (None, ("tokenizer.json", "spiece.model")),
     "scheduler": ("scheduler_config.json", ()),
 }
+# load_flux keywords that leave out what only encodes prompts (restore with stored embeddings).
+NO_TEXT_ENCODERS = dict(text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None)
 
 
 class ModelNotFoundError(UserError, FileNotFoundError):

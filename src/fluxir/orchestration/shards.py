@@ -132,6 +132,8 @@ def gather_generate(parts: Sequence[str | os.PathLike], out_dir: str | os.PathLi
     for part in parts:
         root = Path(part)
         for src in sorted(root.glob("shard_*/*")):
+            if src.is_symlink():  # a shard folder holds rendered files only; a link could point anywhere
+                raise ShardError(f"{src}: a link in a shard folder; delete the shard folder and rerun it")
             if not src.is_file() or src.name.startswith("."):
                 continue
             dst = out / src.relative_to(root)
@@ -172,6 +174,7 @@ def make_score_slice(manifest: str | os.PathLike, start: int, count: int, folder
     the manifest's folder, and ``folder/manifest.parquet`` points at them; returns that manifest's path.
     """
     from fluxir.data.manifest import PATH_COLUMN, read_manifest, write_manifest
+    from fluxir.data.paths import check_inside
 
     src_root = Path(manifest).resolve().parent
     df = read_manifest(manifest)
@@ -179,7 +182,7 @@ def make_score_slice(manifest: str | os.PathLike, start: int, count: int, folder
     folder = Path(folder)
     paths = []
     for p in df[PATH_COLUMN]:
-        dst = folder / Path(p).resolve().relative_to(src_root)
+        dst = folder / check_inside(src_root, p, f"{manifest}: {p}").resolve().relative_to(src_root)
         dst.parent.mkdir(parents=True, exist_ok=True)
         if not dst.exists():
             try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from fluxir.data.paths import UnsafePathError, resolve_inside
 from fluxir.io import TMP_SUFFIX, atomic_path
 
 ENDPOINT_ENV = "FLUXIR_S3_ENDPOINT_URL"
@@ -159,12 +160,10 @@ def download_prefix(
 
 def _inside(root: Path, rel: str, loc: S3Url) -> Path:
     """Where the key ``rel`` goes under ``root``; StorageError if that is not inside ``root``."""
-    parts = PurePosixPath(rel).parts
-    target = root.joinpath(*parts)
-    escapes = not parts or rel.startswith("/") or ".." in parts
-    if escapes or not target.resolve().is_relative_to(root.resolve()):
-        raise StorageError(f"{loc}/{rel}: key escapes the target folder {root}")
-    return target
+    try:
+        return resolve_inside(root, rel, f"{loc}/{rel}")  # the one containment rule of every data path
+    except UnsafePathError:
+        raise StorageError(f"{loc}/{rel}: key escapes the target folder {root}") from None
 
 
 def _is_temp(rel: str) -> bool:

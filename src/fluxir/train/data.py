@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fluxir.data.images import load_rgb
+from fluxir.data.paths import check_id, check_inside
 from fluxir.errors import UserError
 from fluxir.io import atomic_path, sha256_file, write_json_atomic
 from fluxir.restoration.pipeline import PIXELS_PER_TOKEN, upscale_lq
@@ -63,14 +64,18 @@ class Pair:
 # Manifest
 
 
-def _resolve(path: str, manifest_dir: Path) -> Path:
-    """Absolute paths as they are; relative ones from the manifest's folder (how the degrade stage writes
-    them, like `fluxir.data.manifest`), else from the working directory (the project root)."""
+def _resolve(path: str, manifest_dir: Path, where: str) -> Path:
+    """Relative paths from the manifest's folder (how the degrade stage writes them, like
+    `fluxir.data.manifest`), else from the working directory (the project root); absolute ones as they
+    are. Whichever it is, the file must lie inside the data root (the folder above the manifest's), links
+    followed: a manifest never makes training read ``../../etc/passwd`` or any file outside the data."""
+    if not isinstance(path, str) or not path:
+        raise TrainDataError(f"{where}: {path!r} is not a file path")
     p = Path(path)
-    if p.is_absolute():
-        return p
-    beside = manifest_dir / p
-    return beside if beside.exists() or not p.exists() else p
+    if not p.is_absolute():
+        beside = manifest_dir / p
+        p = beside if beside.exists() or not p.exists() else p
+    return check_inside(manifest_dir.parent, p, where)
 
 
 def read_pairs(manifest: str | os.PathLike) -> list[Pair]:
@@ -94,7 +99,8 @@ def read_pairs(manifest: str | os.PathLike) -> list[Pair]:
     if not dup.empty:
         raise TrainDataError(f"{path}: id {dup.iloc[0]!r} appears more than once")
     pairs = []
-    for row in df.itertuples(index=False):
+    for i, row in enumerate(df.itertuples(index=False)):
+        check_id(row.id, f"{path} row {i}")
         height, width = int(row.hq_height), int(row.hq_width)
         if height % PIXELS_PER_TOKEN or width % PIXELS_PER_TOKEN:
             raise TrainDataError(
@@ -104,8 +110,8 @@ def read_pairs(manifest: str | os.PathLike) -> list[Pair]:
         pairs.append(
             Pair(
                 str(row.id),
-                _resolve(row.hq_path, path.parent),
-                _resolve(row.lq_path, path.parent),
+                _resolve(row.hq_path, path.parent, f"{path} row {i} hq_path"),
+                _resolve(row.lq_path, path.parent, f"{path} row {i} lq_path"),
                 height,
                 width,
             )

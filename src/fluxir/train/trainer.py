@@ -33,6 +33,7 @@ from diffusers import FluxPipeline
 from fluxir.config import Config, ConfigError, to_dict
 from fluxir.io import replace_dir, write_json_atomic
 from fluxir.models.adapter import FluxIRAdapter
+from fluxir.models.adapter_files import StoredPrompt
 from fluxir.models.card import write_model_card
 from fluxir.models.controlled import ControlledFlux
 from fluxir.restoration.pipeline import FluxIRPipeline
@@ -318,6 +319,8 @@ class Trainer:
             adapter = FluxIRAdapter.from_config(self.model.adapter.config)
             adapter.load_state_dict(state)
             tmp = self.out_dir / f".{ADAPTER_DIR}.tmp"
+            # The empty prompt's embeddings travel with the adapter: restore never needs T5 and CLIP.
+            adapter.stored_prompt = StoredPrompt(self.prompt.embeds, self.prompt.pooled, self.prompt.text_ids)
             shutil.rmtree(tmp, ignore_errors=True)
             adapter.save_pretrained(tmp, safe_serialization=True)
             replace_dir(tmp, target)
