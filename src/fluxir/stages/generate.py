@@ -17,7 +17,9 @@ Layout of ``out_dir``:
   manifest.parquet           one row per image (validated, kind 'generate')
   rejected.parquet           files the 'folder' source skipped, with the reason (kind 'rejected')
   run.json                   the settings the images were made with; a rerun with others stops
-  .progress*.parquet         rows so far (checkpoints; removed once the manifest is written)
+  .progress-<tag>-<seq>.parquet
+                             rows made since the previous checkpoint, one part each (so bookkeeping is
+                             linear: :mod:`fluxir.data.progress`); merged into the manifest, then removed
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from fluxir.config import Config, ConfigError, GenerateConfig
 from fluxir.data.images import encode_image
 from fluxir.data.ingest import FILE_FORMATS, ingest_folder
 from fluxir.data.manifest import MANIFEST_NAME, read_manifest, shard_relpath, write_manifest
+from fluxir.data.progress import ProgressLog, read_progress, remove_progress
 from fluxir.data.validate import validate_manifest
 from fluxir.io import remove_partial_writes, sha256_bytes, sha256_file, write_bytes_atomic
 from fluxir.models.text_to_image import FLUX, FOLDER, Render, make_render, model_id
@@ -100,7 +103,8 @@ def generate_images(
     Returns ``(rows, made)``: one manifest row per image of the range, whether made now or found on
     disk, and how many were made now. An image on disk keeps its row from ``known`` (keyed by path)
     or, without one, is hashed. ``meta`` is merged into every new row (source, model, width, height).
-    ``checkpoint(rows)`` is called after every ``shard_size`` new images.
+    ``checkpoint(rows)`` is called after every ``shard_size`` new images with the rows so far (one list
+    that only grows: a :class:`~fluxir.data.progress.ProgressLog` writes just its new tail).
 
     Batches cover ``[b * batch_size, (b + 1) * batch_size)``; a batch with any missing image is
     rendered whole and only its missing images are written, so every image comes out of the same
@@ -212,11 +216,8 @@ def check_run_record(out_dir: Path, record: dict[str, Any]) -> None:
 
 def _load_known(out_dir: Path) -> list[dict[str, Any]]:
     """Rows from the manifest and checkpoints of earlier runs whose image file is still there."""
-    frames = [
-        read_manifest(p)
-        for p in [out_dir / MANIFEST_NAME, *sorted(out_dir.glob(".progress*.parquet"))]
-        if p.is_file()
-    ]
+    manifest = out_dir / MANIFEST_NAME
+    frames = ([read_manifest(manifest)] if manifest.is_file() else []) + read_progress(out_dir)
     rows: dict[str, dict[str, Any]] = {}
     for df in frames:
         for r in df.to_dict("records"):
@@ -246,8 +247,9 @@ def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return df.sort_values("index", kind="stable").reset_index(drop=True)
 
 
-def _progress_name(start: int, count: int | None) -> str:
-    return ".progress.parquet" if count is None and start == 0 else f".progress-{start}-{count}.parquet"
+def _progress_tag(start: int, count: int | None) -> str:
+    """Parts of a whole run and of each index range (a shard worker) are named apart."""
+    return "all" if count is None and start == 0 else f"{start}-{count}"
 
 
 def _source_kind(source: str) -> str:
@@ -299,10 +301,7 @@ def run_generate(
     prompts = read_prompts(g) if g.source != FOLDER else [""]
     check_run_record(out_dir, run_record(cfg, prompts))
     known_rows = _load_known(out_dir)
-    progress_path = out_dir / _progress_name(start, count)
-
-    def checkpoint(rows: list[dict[str, Any]]) -> None:
-        write_manifest(rows_to_frame(rows), progress_path, kind="generate-progress")
+    checkpoint = ProgressLog(out_dir, _progress_tag(start, count), "generate-progress", rows_to_frame).append
 
     t0 = time.perf_counter()
     rejected: list[dict[str, Any]] = []
@@ -361,8 +360,7 @@ def run_generate(
     rejected_df = pd.DataFrame(rejected, columns=["path", "reason", "sha256"])
     validate_manifest(rejected_df, "rejected", reports, source=out_dir / REJECTED_NAME, name="rejected")
     write_manifest(rejected_df, out_dir / REJECTED_NAME, kind="rejected")
-    for p in out_dir.glob(".progress*.parquet"):
-        p.unlink()
+    remove_progress(out_dir)
     summary["rejected"] = len(rejected)
     summary["rejected_by_reason"] = dict(Counter(re.split(r" \(|:| of ", r["reason"])[0] for r in rejected))
     summary["note"] = (
@@ -370,9 +368,7 @@ def run_generate(
         if cfg.model.base == "tiny" and g.source == FLUX
         else ""
     )
-    write_bytes_atomic(
-        reports_root(cfg) / "generate" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode()
-    )
+    write_bytes_atomic(reports_root(cfg) / "generate" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     log.info(
         "generate: %d images in %s (%d made now, %.2f img/s), %d files rejected",
         len(rows), out_dir, made, summary["images_per_second"] or 0.0, len(rejected),
