@@ -39,7 +39,9 @@ def test_restores_96px_photo_to_384px(pipeline):
 
 def test_tiled_output_equals_each_tile_restored_alone_away_from_seams(pipeline):
     lq = lq_photo(96)
-    options = RestoreOptions(scale=4, steps=2, tile=128, overlap=32, seed=3)
+    options = RestoreOptions(
+        scale=4, steps=2, tile=128, overlap=32, seed=3, tile_mode="per_tile", color_fix="none"
+    )
     tiled = pipeline(lq, options)
     assert tiled.shape == (384, 384, 3)
     control = upscale_lq(lq, 4)
@@ -64,8 +66,9 @@ def test_tiled_output_equals_each_tile_restored_alone_away_from_seams(pipeline):
         np.testing.assert_array_equal(tiled[rows, cols][only_here], alone[only_here])
 
 
-def test_tiled_model_calls_do_not_grow_with_the_input(pipeline):
-    options = RestoreOptions(scale=4, steps=1, tile=128, overlap=32)
+@pytest.mark.parametrize("tile_mode", ["per_tile", "fused"])
+def test_tiled_model_calls_do_not_grow_with_the_input(pipeline, tile_mode):
+    options = RestoreOptions(scale=4, steps=1, tile=128, overlap=32, tile_mode=tile_mode)
     shapes: list[tuple[int, ...]] = []  # latent shapes the transformer sees, recorded by a forward hook
     hook = pipeline.model.register_forward_pre_hook(
         lambda _, args, kwargs: shapes.append(tuple(kwargs["hidden_states"].shape)), with_kwargs=True
@@ -75,7 +78,7 @@ def test_tiled_model_calls_do_not_grow_with_the_input(pipeline):
         for side in (48, 96):
             shapes.clear()
             pipeline(lq_photo(side), options)
-            seen[side] = max(shape[1] for shape in shapes)  # image tokens per transformer call
+            seen[side] = max(shape[0] * shape[1] for shape in shapes)  # image tokens per transformer call
     finally:
         hook.remove()
     assert seen[48] == seen[96] == (128 // 16) ** 2
@@ -116,3 +119,20 @@ def test_tiled_peak_memory_stays_bounded_as_input_grows():
         untiled_large,
         tiled_large,
     )
+
+
+def test_color_fix_none_is_the_sampled_restoration_and_the_fixes_use_the_bicubic_upscale(pipeline):
+    from fluxir.restoration.color import apply_color_fix
+    from fluxir.restoration.pipeline import pad_to_multiple
+
+    lq = lq_photo(96)[:40, :45]
+    options = RestoreOptions(steps=2, seed=5, color_fix="none")
+    out = pipeline(lq, options)
+    control = upscale_lq(lq, 4)
+    padded = pad_to_multiple(control, 16)
+    assert padded.shape == (160, 192, 3)
+    sampled = pipeline.restore_array(padded, pipeline.noise_for(160, 192, 5), 2, options.guidance)
+    np.testing.assert_array_equal(out, sampled[:160, :180])  # none: the restoration exactly as sampled
+    for fix in ("wavelet", "adain"):
+        fixed = pipeline(lq, RestoreOptions(steps=2, seed=5, color_fix=fix))
+        np.testing.assert_array_equal(fixed, apply_color_fix(out, control, fix))

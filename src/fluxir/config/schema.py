@@ -65,6 +65,14 @@ class RestoreConfig:
     """Seed of the initial noise; the same seed and input give the same output."""
     max_input_pixels: Int = Field(50_000_000, ge=1)
     """Refuse LQ inputs with more pixels than this (protects against decompression bombs)."""
+    color_fix: Literal["wavelet", "adain", "none"] = "wavelet"
+    """Colours from the bicubic upscale: wavelet (its low frequencies), adain (channel mean/std) or none."""
+    tile_mode: Literal["fused", "per_tile"] = "fused"
+    """Larger outputs: fused (tiles' velocities averaged in latent space every step) or per_tile (blend pixels)."""
+    tile_batch: Int = Field(0, ge=0)
+    """Fused tiles per model call; 0: all at once on a GPU (halved on out-of-memory), one on the CPU."""
+    offload: Literal["none", "model", "sequential"] = "none"
+    """Weights on the device (none), moved per component (model) or per layer (sequential) from the CPU."""
 
     @model_validator(mode="after")
     def _check(self) -> RestoreConfig:

@@ -85,11 +85,29 @@ def restore_paths(pipeline, source: Path, out: Path, options, max_pixels: int, o
     return report
 
 
+DTYPE_FLAGS = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# Flags that override a restore.* setting of the same name for this run.
+RESTORE_FLAGS = (
+    "steps",
+    "tile",
+    "overlap",
+    "scale",
+    "seed",
+    "color_fix",
+    "tile_mode",
+    "tile_batch",
+    "offload",
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", type=Path, metavar="IN", help="an LQ image file or a folder of images")
     parser.add_argument("output", type=Path, metavar="OUT", help="output image file, or output folder")
     parser.add_argument(
-        "--adapter", type=Path, required=True, help="trained adapter folder (save_pretrained)"
+        "--adapter",
+        required=True,
+        help="trained adapter: a folder (the train output), models:/NAME/VERSION or runs:/RUN_ID/adapter "
+        "(MLflow), or a Hugging Face repo id in the local cache",
     )
     parser.add_argument("--base", help="base FLUX folder or hub id (default: model.base from params)")
     parser.add_argument("--steps", type=int, help="Euler sampling steps (default: restore.steps, 20)")
@@ -97,20 +115,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=int, help="tile overlap in output pixels, multiple of 16")
     parser.add_argument("--scale", type=int, help="upscaling factor (default: restore.scale, 4)")
     parser.add_argument("--seed", type=int, help="noise seed")
+    parser.add_argument(
+        "--color-fix",
+        dest="color_fix",
+        choices=("wavelet", "adain", "none"),
+        help="colours from the bicubic upscale (default: restore.color_fix)",
+    )
+    parser.add_argument(
+        "--tile-mode",
+        dest="tile_mode",
+        choices=("fused", "per_tile"),
+        help="fused: tiles share one latent trajectory; per_tile: tiles restored alone, pixels blended",
+    )
+    parser.add_argument(
+        "--tile-batch", dest="tile_batch", type=int, help="fused tiles per model call (0: auto)"
+    )
+    parser.add_argument(
+        "--offload",
+        choices=("none", "model", "sequential"),
+        help="keep weights on the CPU until a component (model) or a layer (sequential) runs",
+    )
+    parser.add_argument("--dtype", choices=tuple(DTYPE_FLAGS), help="weight dtype (default: model.dtype)")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file for defaults")
 
 
 def run(args: argparse.Namespace) -> int:
     from fluxir.config import apply_override, config_from_dict, load_config
-    from fluxir.models.flux import DTYPES, pick_device, resolve_base
-    from fluxir.restoration.pipeline import FluxIRPipeline, RestoreOptions
+    from fluxir.restoration.sources import adapter_source
 
     overrides = {
-        f"restore.{name}": getattr(args, name)
-        for name in ("steps", "tile", "overlap", "scale", "seed")
-        if getattr(args, name) is not None
+        f"restore.{name}": getattr(args, name) for name in RESTORE_FLAGS if getattr(args, name) is not None
     }
+    if args.dtype is not None:
+        overrides["model.dtype"] = DTYPE_FLAGS[args.dtype]
     if args.params.is_file():
         cfg = load_config(args.params, overrides)
     else:  # outside a project folder: built-in defaults plus the flags
@@ -121,8 +159,6 @@ def run(args: argparse.Namespace) -> int:
     images = collect_inputs(args.input)  # fail on a missing input before loading any model
     if not images:
         raise RestoreError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {args.input}")
-    if not (args.adapter / "config.json").is_file():
-        raise RestoreError(f"{args.adapter} is not an adapter folder (no config.json); pass the train output")
     if args.input.is_file():  # a single bad file fails before minutes of model loading
         from fluxir.data.images import ImageDecodeError, load_rgb
 
@@ -131,16 +167,31 @@ def run(args: argparse.Namespace) -> int:
             load_rgb(args.input)
         except ImageDecodeError as exc:
             raise RestoreError(f"{args.input}: {exc}") from exc
-    base = args.base or resolve_base(cfg.model.base, cfg.model.tiny_dir)
-    pipeline = FluxIRPipeline.from_pretrained(
-        base, args.adapter, dtype=DTYPES[cfg.model.dtype], device=pick_device(cfg.model.device)
-    )
-    r = cfg.restore
-    options = RestoreOptions(r.scale, r.steps, r.guidance, r.tile, r.overlap, r.seed)
-    report = restore_paths(pipeline, args.input, args.output, options, r.max_input_pixels, args.overwrite)
+    with adapter_source(args.adapter, cfg.tracking.uri) as source:
+        report = _restore(args, cfg, source)
     if args.input.is_file() and report.skipped:
         raise RestoreError(f"{report.skipped[0][0]}: {report.skipped[0][1]}")
     print(f"restored {len(report.restored)}, kept {len(report.kept)} existing, skipped {len(report.skipped)}")
     for path, reason in report.skipped:
         print(f"  skipped {path}: {reason}")
     return 0
+
+
+def _restore(args: argparse.Namespace, cfg, source) -> RestoreReport:
+    from fluxir.models.flux import DTYPES, pick_device, resolve_base
+    from fluxir.restoration.pipeline import FluxIRPipeline
+
+    # An explicit --base wins; else a base that came with an MLflow model; else model.base.
+    base = args.base or (
+        str(source.base) if source.base else resolve_base(cfg.model.base, cfg.model.tiny_dir)
+    )
+    r = cfg.restore
+    pipeline = FluxIRPipeline.from_pretrained(
+        base,
+        source.folder,
+        dtype=DTYPES[cfg.model.dtype],
+        device=pick_device(cfg.model.device),
+        offload=r.offload,
+        prompt_file=source.prompt_file,
+    )
+    return restore_paths(pipeline, args.input, args.output, r, r.max_input_pixels, args.overwrite)

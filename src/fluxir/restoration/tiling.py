@@ -98,3 +98,31 @@ def exclusive_mask(tile: Tile, tiles: list[Tile], height: int, width: int) -> np
     mask = np.zeros((height, width), dtype=bool)
     mask[tile.slices] = cover[tile.slices] == 1
     return mask
+
+
+def seam_score(image: np.ndarray, tiles: list[Tile], band: int = 4) -> float:
+    """How much larger the gradient is across tile borders than beside them: 1 means no seam.
+
+    For every border line of the layout inside the image (each tile's first and one-past-last row and
+    column), the mean absolute step between the two pixels on either side of the line is compared with
+    the same step across the lines up to ``band`` px away on both sides, over the same span. The
+    neighbouring lines see the same content, so content alone gives a score near 1 and a seam (tiles
+    that disagree where they meet) raises it.
+    """
+    img = image.astype(np.float64)
+    img = img.mean(axis=2) if img.ndim == 3 else img
+    height, width = img.shape
+    steps_x = np.abs(np.diff(img, axis=1)).mean(axis=0)  # [x - 1]: the step from column x - 1 to x
+    steps_y = np.abs(np.diff(img, axis=0)).mean(axis=1)
+    at, beside = [], []
+    for steps, lines in (
+        (steps_x, {e for t in tiles for e in (t.left, t.left + t.width) if 0 < e < width}),
+        (steps_y, {e for t in tiles for e in (t.top, t.top + t.height) if 0 < e < height}),
+    ):
+        for line in sorted(lines):
+            near = [line - 1 + d for d in range(-band, band + 1) if d and 0 <= line - 1 + d < len(steps)]
+            at.append(steps[line - 1])
+            beside.append(steps[near].mean())
+    if not at:
+        return 1.0
+    return float(np.mean(at) / np.mean(beside))
