@@ -12,9 +12,12 @@ DeepSpeed use ``torch.optim.AdamW``, so no FusedAdam/CPUAdam is compiled (on CPU
 its small shared-memory comm op once, ~1 min, cached in $TORCH_EXTENSIONS_DIR, by default
 ~/.cache/torch_extensions).
 
-Processes: one plain process (``python -m fluxir.stages.train``) gets a one-rank process group on a free
-local port; under ``torchrun`` or ``deepspeed --num_gpus N`` the launcher's RANK / WORLD_SIZE /
-LOCAL_RANK / MASTER_* are used. Backend: gloo on CPU, nccl on CUDA.
+Processes: one plain process (``python -m fluxir.stages.train``) gets a one-rank process group with an
+in-process store (no rendezvous socket: torch's TCPStore would listen on every interface, unauthenticated)
+and gloo on the loopback interface, so a training run opens no port reachable from another machine; under
+``torchrun`` or ``deepspeed --num_gpus N`` the launcher's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_* are
+used (MASTER_ADDR defaults to 127.0.0.1; a multi-node launch sets its own). Backend: gloo on CPU, nccl on
+CUDA.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from torch.optim.lr_scheduler import LambdaLR
 from fluxir.config import ConfigError, TrainConfig
 from fluxir.models.controlled import ControlledFlux
 from fluxir.models.flux import pick_device
-from fluxir.net import free_port
 from fluxir.train.checkpoint import ENGINE_DIR
 from fluxir.train.schedules import lr_multiplier
 
@@ -76,15 +78,12 @@ def init_world(engine: str, device: str = "auto") -> World:
                 f"train.engine='torch' runs one process (WORLD_SIZE={size}); use train.engine=deepspeed"
             )
         return World(0, 1, 0, pick_device(device))
-    if size == 1:  # a plain process: give it a one-rank group of its own
-        for key, value in (
-            ("RANK", "0"),
-            ("LOCAL_RANK", "0"),
-            ("WORLD_SIZE", "1"),
-            ("MASTER_ADDR", "127.0.0.1"),
-        ):
+    single = size == 1
+    if single:  # a plain process: give it a one-rank group of its own
+        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
             os.environ.setdefault(key, value)
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo's own listener on loopback only
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device)
     if dev.type == "cuda":
@@ -93,8 +92,11 @@ def init_world(engine: str, device: str = "auto") -> World:
     import deepspeed
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    if single and not dist.is_initialized():
+        # HashStore lives in this process: one rank needs no rendezvous, so nothing listens for one
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    if not deepspeed.comm.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
     return World(dist.get_rank(), dist.get_world_size(), local_rank, dev)
 
