@@ -2,10 +2,11 @@
 
 Every file the project writes goes through :func:`write_bytes_atomic` (or one of its typed wrappers,
 or :func:`atomic_path` for a writer that wants a file name: a download, safetensors): the bytes go to a
-temp file in the destination folder, are flushed to disk, then ``os.replace`` moves the file into place. A killed process leaves the old file, the new file, or a stray temp file named
-``.<name>.<random>.tmp``, which :func:`remove_partial_writes` deletes; never a half-written file
-under the real name. The temp prefix and suffix are the project's own, so cleanup never touches a
-user's files. A folder built beside its destination is moved into place by :func:`replace_dir`.
+temp file in the destination folder, are flushed to disk, then ``os.replace`` moves the file into place.
+A killed process leaves the old file, the new file, or a stray temp file named
+``.<name>.<random>.fluxir-tmp``, which :func:`remove_partial_writes` deletes; never a half-written file
+under the real name. The temp suffix is the project's own (not a plain ``.tmp``, which editors and
+other tools use too), so cleanup never touches a user's files. A folder built beside its destination is moved into place by :func:`replace_dir`.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
-TMP_SUFFIX = ".tmp"
-"""Suffix of in-flight temp files; only files ending in it are ever cleaned up."""
+TMP_SUFFIX = ".fluxir-tmp"
+"""Suffix of in-flight temp files (``.<name>.<random>.fluxir-tmp``); only such files are ever cleaned up."""
 
 
 @contextlib.contextmanager
@@ -118,13 +119,28 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def remove_partial_writes(folder: str | os.PathLike) -> int:
-    """Delete temp files an interrupted atomic write left under ``folder``; return how many."""
+def remove_partial_writes(folder: str | os.PathLike, subfolders: Sequence[str] | None = None) -> int:
+    """Delete temp files an interrupted atomic write left under ``folder``; return how many.
+
+    Only this project's temp files (``.*`` + :data:`TMP_SUFFIX`, plain files, not links) are removed.
+    With ``subfolders`` (glob patterns such as ``"shard_*"``) only ``folder`` itself and the trees of
+    the matching subfolders are searched: the folders the stage writes, not whatever else a user keeps
+    in an ``out_dir`` they pointed at an existing folder.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
+    pattern = f".*{TMP_SUFFIX}"
+    if subfolders is None:
+        found = list(folder.rglob(pattern))
+    else:
+        found = list(folder.glob(pattern))
+        for sub in subfolders:
+            found += [
+                p for d in folder.glob(sub) if d.is_dir() and not d.is_symlink() for p in d.rglob(pattern)
+            ]
     removed = 0
-    for tmp in folder.rglob(f".*{TMP_SUFFIX}"):
+    for tmp in found:
         if tmp.is_file() and not tmp.is_symlink():
             tmp.unlink()
             removed += 1

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from fluxir.io import TMP_SUFFIX
 from fluxir.orchestration import services, storage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,7 +159,7 @@ def test_storage_round_trip(seaweed, tmp_path, monkeypatch):
     (src / "shard_000").mkdir(parents=True)
     (src / "shard_000" / "0000000.png").write_bytes(b"\x89PNG" + bytes(range(256)) * 40)
     (src / "run.json").write_text('{"seed": 0}\n')
-    (src / "shard_000" / ".0000001.png.abc.tmp").write_bytes(b"half-written")  # never sent
+    (src / "shard_000" / f".0000001.png.abc{TMP_SUFFIX}").write_bytes(b"half-written")  # never sent
     url = f"s3://{services.BUCKET}/storage-{uuid.uuid4().hex[:8]}"
     storage.ensure_bucket(url, s3)
 
@@ -166,7 +167,7 @@ def test_storage_round_trip(seaweed, tmp_path, monkeypatch):
     assert storage.upload_dir(src, url, s3) == []  # same sizes already there: nothing re-sent
     dst = tmp_path / "dst"
     assert sorted(storage.download_prefix(url, dst, s3)) == ["run.json", "shard_000/0000000.png"]
-    assert _digests(dst) == {k: v for k, v in _digests(src).items() if not k.endswith(".tmp")}
+    assert _digests(dst) == {k: v for k, v in _digests(src).items() if not k.endswith(TMP_SUFFIX)}
     assert storage.download_prefix(url, dst, s3) == []
     assert not list(dst.rglob(".*")) and not list(dst.rglob("*.part")), "no temp file of a download is left"
 

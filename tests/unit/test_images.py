@@ -20,7 +20,7 @@ from fluxir.data.images import (
     to_uint8,
     write_image_atomic,
 )
-from fluxir.io import remove_partial_writes, sha256_file
+from fluxir.io import TMP_SUFFIX, remove_partial_writes, sha256_file
 
 
 def test_rgb_png_round_trips_exactly(awkward_dir, awkward_rgb):
@@ -172,12 +172,32 @@ def test_write_image_rejects_bad_input(tmp_path, awkward_rgb):
 
 def test_remove_partial_writes_removes_only_temp_files(tmp_path):
     (tmp_path / "shard_000").mkdir()
-    keep = [tmp_path / "shard_000" / "0000000.png", tmp_path / "manifest.parquet", tmp_path / ".hidden"]
-    stale = [tmp_path / "shard_000" / ".0000001.png.k2j3.tmp", tmp_path / ".manifest.parquet.x.tmp"]
+    users_tmp = tmp_path / "shard_000" / ".notes.txt.tmp"  # a user's (or another tool's) plain .tmp file
+    keep = [
+        tmp_path / "shard_000" / "0000000.png",
+        tmp_path / "manifest.parquet",
+        tmp_path / ".hidden",
+        users_tmp,
+    ]
+    stale = [
+        tmp_path / "shard_000" / f".0000001.png.k2j3{TMP_SUFFIX}",
+        tmp_path / f".manifest.parquet.x{TMP_SUFFIX}",
+    ]
     for p in keep + stale:
         p.write_bytes(b"x")
     assert remove_partial_writes(tmp_path) == 2
     assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)
+
+
+def test_remove_partial_writes_stays_in_the_stage_folders(tmp_path):
+    """An out_dir pointed at a user's folder: only the stage's own folders are cleaned."""
+    own = tmp_path / "shard_000" / f".0000001.png.k2j3{TMP_SUFFIX}"
+    users = tmp_path / "photos" / "2024" / f".x{TMP_SUFFIX}"
+    for p in (own, users):
+        p.parent.mkdir(parents=True)
+        p.write_bytes(b"x")
+    assert remove_partial_writes(tmp_path, subfolders=("shard_*",)) == 1
+    assert users.exists() and not own.exists()
 
 
 def test_sha256_file_reads_in_chunks(tmp_path):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from fluxir.data.manifest import read_manifest, write_manifest
+from fluxir.io import TMP_SUFFIX
 from fluxir.orchestration import shards
 
 
@@ -50,7 +51,7 @@ def test_gather_generate_moves_images_and_keeps_existing(tmp_path):
     out = tmp_path / "out"
     (out / "shard_000").mkdir(parents=True)
     (out / "shard_000" / "0000001.png").write_bytes(b"already here")
-    (a / "shard_000" / ".0000004.png.x.tmp").write_bytes(b"partial")
+    (a / "shard_000" / f".0000004.png.x{TMP_SUFFIX}").write_bytes(b"partial")
 
     assert shards.gather_generate([a, b], out) == 3
     assert sorted(p.name for p in (out / "shard_000").iterdir()) == [f"000000{i}.png" for i in range(4)]

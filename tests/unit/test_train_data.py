@@ -12,6 +12,7 @@ import pytest
 import torch
 from train_pairs import TINY_SIZES, write_pairs
 
+from fluxir.io import TMP_SUFFIX
 from fluxir.restoration.pipeline import upscale_lq
 from fluxir.train.data import (
     BucketBatches,
@@ -198,7 +199,7 @@ def test_interrupted_and_sharded_builds_encode_only_what_is_missing(pairs, tmp_p
     cache.path(pairs[5]).unlink()
     with pytest.raises(TrainDataError, match="missing"):
         cache.finish(pairs, {})  # and no prompt file either
-    assert not list(cache.folder.glob(".*.tmp"))  # atomic writes leave no temp files behind
+    assert not list(cache.folder.glob(f".*{TMP_SUFFIX}"))  # atomic writes leave no temp files behind
 
 
 def test_cache_key_changes_with_every_input(project, tmp_path):

@@ -295,7 +295,7 @@ def run_generate(
     g = cfg.generate
     out_dir = Path(g.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stale = remove_partial_writes(out_dir)
+    stale = remove_partial_writes(out_dir, subfolders=("shard_*",))  # its own folders, not a user's
     if stale:
         log.info("removed %d partial writes left by an interrupted run", stale)
     prompts = read_prompts(g) if g.source != FOLDER else [""]
