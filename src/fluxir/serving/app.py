@@ -350,7 +350,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_config(cfg, args.adapter, args.examples)
     settings.max_upload_bytes = int(args.max_upload_mb * 2**20)
     print(f"fluxir app: http://{args.host}:{args.port}  (adapter {settings.adapter}, base {settings.base})")
-    launch(settings, args.host, args.port)
+    try:
+        launch(settings, args.host, args.port)
+    except OSError as exc:  # Gradio's "Cannot find empty port": the port is taken
+        raise UserError(f"cannot serve on {args.host}:{args.port} ({exc}); pass another --port") from exc
     return 0
 
 
