@@ -244,6 +244,8 @@ class TrainConfig:
     """What L_P decodes: printed (eq. 9 as printed: z0 + t v_p vs z0 + t v_gt = z_t) or x0 (z_t - t v_p vs z0)."""
     alpha: Float = Field(1.0, ge=0)
     """Weight of L_P in L = L_MSE + alpha L_P (eq. 10; paper: 1)."""
+    ema_decay: Float = Field(0.0, ge=0, lt=1)
+    """Decay of an EMA of the adapter weights (ema.safetensors beside them, used by restore and benchmark); 0: off (paper)."""
     seed: Int = Field(0, ge=0)
     """Seeds the adapter's init, data order, t and noise; step k's draws depend only on (seed, k), so resumes repeat exactly."""
     val_size: Int = Field(2, ge=0)

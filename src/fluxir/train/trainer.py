@@ -41,6 +41,7 @@ from fluxir.tracking.runs import flatten
 from fluxir.train import checkpoint as ckpt
 from fluxir.train.checkpoint import TrainerState
 from fluxir.train.data import BucketBatches, PairLatents
+from fluxir.train.ema import AdapterEMA, master_weights
 from fluxir.train.engine import Engine, World, all_reduce_mean, barrier, micro_batch_size
 from fluxir.train.losses import Decode, LossTerms, fluxir_loss, velocity_target
 from fluxir.train.runlog import RunLog, device_type, peak_memory_gib, tracked_run
@@ -149,6 +150,8 @@ class Trainer:
         self.pipe = pipe
         self.compute_dtype = compute_dtype
         self.latent_channels = latent_channels
+        # EMA of the adapter weights (train.ema_decay > 0), from the initial weights; resume reloads it.
+        self.ema = AdapterEMA(self.cfg.ema_decay, master_weights(engine)) if self.cfg.ema_decay > 0 else None
         self.guidance = config.restore.guidance
         self.sampler = make_sampler(
             self.cfg.timestep_sampler,
@@ -233,6 +236,8 @@ class Trainer:
             )
             sums += torch.stack([terms.total, terms.mse, terms.pixel]).detach()
             self.engine.step()
+        if self.ema is not None:  # after this global batch's optimizer step
+            self.ema.update(master_weights(self.engine))
         loss, mse, pixel = all_reduce_mean(sums / self.cfg.grad_accum, self.world).tolist()
         return StepResult(step + 1, loss, mse, pixel, lr, self.engine.grad_norm, time.perf_counter() - start)
 
@@ -287,6 +292,8 @@ class Trainer:
                 f"not {self.world.size}"
             )
         self.engine.load(folder)
+        if self.ema is not None:
+            self.ema.load(folder)
         rng = ckpt.rng_path(folder, self.world.rank)
         if rng.is_file():
             ckpt.load_rng(rng)
@@ -303,6 +310,8 @@ class Trainer:
         barrier(self.world)
         self.engine.save(partial)
         ckpt.save_rng(ckpt.rng_path(partial, self.world.rank))
+        if self.ema is not None and self.world.is_main:
+            self.ema.save(partial)
         barrier(self.world)
         final = partial.parent / ckpt.checkpoint_name(state.step)
         if self.world.is_main:
@@ -323,6 +332,8 @@ class Trainer:
             adapter.stored_prompt = StoredPrompt(self.prompt.embeds, self.prompt.pooled, self.prompt.text_ids)
             shutil.rmtree(tmp, ignore_errors=True)
             adapter.save_pretrained(tmp, safe_serialization=True)
+            if self.ema is not None:  # beside the raw weights; loading the folder uses it instead
+                self.ema.export(tmp, state)
             replace_dir(tmp, target)
         barrier(self.world)
         return target
