@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fluxir.config import Config, load_config, parse_override
-from fluxir.errors import UserError, report
+from fluxir.errors import RedactFilter, UserError, report
 
 
 def reports_root(cfg: Config) -> Path:
@@ -57,6 +57,7 @@ def setup_logging() -> None:
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+        handler.addFilter(RedactFilter())  # no URL credentials in any line (they reach Prefect's logs)
         logger.addHandler(handler)
     # Our own tqdm bar shows progress; the libraries' loading bars would interleave with it.
     from diffusers.utils import logging as diffusers_logging

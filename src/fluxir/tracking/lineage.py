@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fluxir.errors import redact
 from fluxir.io import write_json_atomic
 from fluxir.net import http_status
 from fluxir.tracking.runs import flatten, lineage_tags, tracking_uri
@@ -103,7 +104,7 @@ def open_pipeline_run(
         tags={k: str(v) for k, v in all_tags.items()},
     )
     _log_params(client, run.info.run_id, to_dict(cfg))
-    log.info("MLflow pipeline run %s (%s) at %s", run.info.run_id, name, uri)
+    log.info("MLflow pipeline run %s (%s) at %s", run.info.run_id, name, redact(uri))
     return run.info.run_id
 
 
@@ -227,14 +228,14 @@ def stage_run(
     try:
         uri = resolve_uri(cfg.tracking.uri, root)
         if uri.startswith(("http://", "https://")) and not _reachable(uri):
-            raise ConnectionError(f"no MLflow server answers at {uri}")
+            raise ConnectionError(f"no MLflow server answers at {redact(uri)}")
         parent = None if _is_secondary_rank() else pipeline_parent(cfg, root)
         if parent is not None:
             parent_id, owns_parent = parent
             client = _client(uri)
             child_id = _open_child(client, stage, cfg, root, parent_id, owns_parent)
     except Exception as exc:  # noqa: BLE001 - tracking must not stop the data pipeline
-        log.warning("MLflow: stage %s runs untracked (%s: %s)", stage, type(exc).__name__, exc)
+        log.warning("MLflow: stage %s runs untracked (%s: %s)", stage, type(exc).__name__, redact(str(exc)))
     if child_id is None:
         yield None
         return

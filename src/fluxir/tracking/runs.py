@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fluxir.errors import redact as redact_text
 from fluxir.io import sha256_file
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ TABLES_DIR = "tables"
 _SECRET_WORDS = {"password", "passwd", "pwd", "secret", "token", "credential", "credentials"}
 _SECRET_PAIRS = {("key", "id"), ("access", "key"), ("api", "key"), ("private", "key"), ("auth", "key")}
 _SECRET_JOINED = {"keyid", "accesskey", "apikey", "privatekey", "secretkey", "authtoken", "accesstoken"}
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^/\s:@]+):[^/\s@]+@")
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -125,7 +125,7 @@ def redact(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def param_value(value: Any) -> str:
-    text = _URL_PASSWORD.sub(r"\g<head>:***@", str(value))
+    text = redact_text(str(value))  # a URL's password or token, wherever it sits in the value
     if len(text) > MAX_PARAM_VALUE_LENGTH:
         text = text[: MAX_PARAM_VALUE_LENGTH - len(TRUNCATION_MARK)] + TRUNCATION_MARK
     return text
