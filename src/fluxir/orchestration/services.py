@@ -4,7 +4,8 @@
     python -m fluxir.orchestration.services status | stop [--timeout S]
 
 ``start`` brings up, in this order and all bound to 127.0.0.1:
-  seaweedfs       S3 object storage (``weed mini``), bucket ``fluxir``; credentials made at random per project
+  seaweedfs       S3 object storage (``weed mini``), bucket ``fluxir``; credentials made at random per project;
+                  its filer and volume ports refuse requests without a JWT signed by keys only weed holds
   mlflow          tracking server over the project's ``mlruns.db`` (the same file a plain run logs to)
   prefect-server  the Prefect API and UI
   prefect-serve   ``flows/serve.py``: serves the deployment ``fluxir/full``
@@ -83,6 +84,20 @@ def _bin(name: str) -> str:
     return found
 
 
+def _weed_security_env() -> dict[str, str]:
+    """SeaweedFS's security.toml as environment: random JWT keys, made anew at each start.
+
+    Without them the filer's and volume server's HTTP ports answer anyone on the machine (list, upload,
+    delete under the bucket with no S3 keys). With them every filer request and every volume read or
+    write needs a token signed with a key only the weed process holds, so the authenticated S3 endpoint
+    is the one way in. The keys sign requests, they encrypt nothing: new ones at each start lose no data.
+    """
+    import secrets
+
+    keys = ("JWT_FILER_SIGNING_KEY", "JWT_FILER_SIGNING_READ_KEY", "JWT_SIGNING_KEY", "JWT_SIGNING_READ_KEY")
+    return {f"WEED_{key}": secrets.token_hex(32) for key in keys}
+
+
 def _s3_credentials(state: Path) -> dict[str, str]:
     """Per-project SeaweedFS credentials: made once at random, kept in .services/ (gitignored, mode 600)."""
     path = state / "s3-credentials.json"
@@ -154,7 +169,7 @@ def plan(
     prefect_server = [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(ports["prefect"])]
     serve_env = {**prefect_env, **({"FLUXIR_SHARD_POOL": SHARD_POOL} if shard_workers else {})}
     services = [
-        Service("seaweedfs", weed, lambda _: http_ok(s3), url=s3),
+        Service("seaweedfs", weed, lambda _: http_ok(s3), env=_weed_security_env(), url=s3),
         Service(
             "mlflow", mlflow, lambda _: http_ok(f"{tracking}/health"),
             env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, url=tracking,
