@@ -1,7 +1,8 @@
 """Typed configuration of params.yaml (schema), named presets (profiles) and the `fluxir config` commands.
 
 Modules: ``base`` (strict types, the section decorator, ConfigError), ``schema`` (the sections and
-Config), ``degradation`` (the degradation values, defined once, and the degrade section), ``messages``
+Config), ``degradation`` (the degradation values, defined once, and the degrade section), ``pretrain`` (the
+mini base's training), ``messages``
 (pydantic errors as one line), ``loading`` (files and overrides), ``presets`` (profiles and the generated
 params.yaml), ``commands`` (``fluxir config check|show|write-defaults``). This is the bottom layer: it
 imports only ``fluxir.errors`` and ``fluxir.io``.
@@ -15,6 +16,7 @@ from fluxir.config.degradation import (
     degradation_param_fields,
 )
 from fluxir.config.loading import apply_override, config_from_dict, load_config, parse_override
+from fluxir.config.pretrain import PretrainConfig
 from fluxir.config.schema import (
     AblateConfig,
     BenchmarkConfig,
@@ -42,6 +44,7 @@ __all__ = [
     "FilterConfig",
     "GenerateConfig",
     "ModelConfig",
+    "PretrainConfig",
     "RestoreConfig",
     "SRModel",
     "ScoreConfig",

@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from fluxir.config.base import Bool, ConfigError, Device, Float, Int, Str, section
 from fluxir.config.degradation import DegradeConfig
+from fluxir.config.pretrain import PretrainConfig
 
 
 @section("model")
@@ -443,3 +444,5 @@ class Config:
     """Table 1: FluxIR and baselines on the test sets, scored with pyiqa."""
     ablate: AblateConfig = Field(default_factory=AblateConfig)
     """Tables 2-7: the paper's ablations as variants of these params."""
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    """The mini profile's base model, trained here on CPU (its pipeline's pretrain stage; unused by tiny and paper)."""
