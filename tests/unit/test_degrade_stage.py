@@ -65,7 +65,7 @@ def test_pairs_have_the_configured_sizes_and_a_record(filtered, tmp_path, capsys
     assert "PASSED" in Path("reports/validation/degrade/manifest.md").read_text()
 
 
-def test_rerun_and_resume_are_bitwise_equal(filtered, tmp_path):
+def test_rerun_and_resume_are_bitwise_equal(filtered, tmp_path, caplog):
     assert cli_main(["degrade", "--params", str(filtered), "--no-progress"]) == 0
     first = digests(Path("data/degrade"))
     manifest = Path("data/degrade/manifest.parquet").read_bytes()
@@ -75,8 +75,11 @@ def test_rerun_and_resume_are_bitwise_equal(filtered, tmp_path):
     for row in pairs.iloc[2:].itertuples():
         Path(row.hq_path).unlink()
         Path(f"data/degrade/records/{row.id}.json").unlink()
-    assert cli_main(["degrade", "--params", str(filtered), "--no-progress"]) == 0
-    assert json.loads(Path("reports/degrade/summary.json").read_text())["reused"] == 2
+    summary = Path("reports/degrade/summary.json").read_bytes()
+    with caplog.at_level("INFO", logger="fluxir"):
+        assert cli_main(["degrade", "--params", str(filtered), "--no-progress"]) == 0
+    assert "degrade run: reused 2" in caplog.text  # the run's history: the log and MLflow, not the report
+    assert Path("reports/degrade/summary.json").read_bytes() == summary
     assert digests(Path("data/degrade")) == first
     assert Path("data/degrade/manifest.parquet").read_bytes() == manifest
 
@@ -84,13 +87,18 @@ def test_rerun_and_resume_are_bitwise_equal(filtered, tmp_path):
     other_folder = ["--set", "degrade.out_dir=data/degrade2"]
     assert cli_main(["degrade", "--params", str(filtered), *other_folder, "--no-progress"]) == 0
     assert digests(Path("data/degrade2")) == first
+    records = {p.name: p.read_bytes() for p in Path("data/degrade/records").glob("*.json")}
+    assert records == {p.name: p.read_bytes() for p in Path("data/degrade2/records").glob("*.json")}
 
 
-def test_new_settings_do_not_reuse_pairs(filtered):
+def test_new_settings_do_not_reuse_pairs(filtered, caplog):
     assert cli_main(["degrade", "--params", str(filtered), "--no-progress"]) == 0
     first = digests(Path("data/degrade"))
-    assert cli_main(["degrade", "--params", str(filtered), "--set", "degrade.seed=1", "--no-progress"]) == 0
-    assert json.loads(Path("reports/degrade/summary.json").read_text())["reused"] == 0
+    with caplog.at_level("INFO", logger="fluxir"):
+        assert (
+            cli_main(["degrade", "--params", str(filtered), "--set", "degrade.seed=1", "--no-progress"]) == 0
+        )
+    assert "degrade run: reused 0" in caplog.text
     assert digests(Path("data/degrade")) != first
 
 

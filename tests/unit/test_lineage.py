@@ -75,6 +75,20 @@ def test_stage_joins_the_parent_and_the_stages_own_run_logs_into_the_child(cfg, 
     assert _client(cfg).get_run(parent).info.status == "RUNNING", "the flow owns its parent's status"
 
 
+def test_run_facts_go_to_the_stage_child_and_the_log_never_to_a_file(cfg, tmp_path, monkeypatch, caplog):
+    parent = lineage.open_pipeline_run(cfg, tmp_path)
+    monkeypatch.setenv(lineage.PARENT_ENV, parent)
+    caplog.set_level("INFO", logger="fluxir")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with lineage.stage_run("generate", cfg, root=tmp_path, reports=tmp_path / "reports") as child_id:
+        lineage.log_run_facts("generate", {"made_now": 6, "seconds": 1.5, "images_per_second": None})
+    assert _client(cfg).get_run(child_id).data.metrics == {"run.made_now": 6.0, "run.seconds": 1.5}
+    assert "generate run: made_now 6, seconds 1.5" in caplog.text
+    lineage.log_run_facts("generate", {"seconds": 2.0})  # outside a stage run: the log only
+    assert _client(cfg).get_run(child_id).data.metrics["run.seconds"] == 1.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written beside the stage's files
+
+
 def test_a_failing_stage_marks_its_run_failed(cfg, tmp_path, monkeypatch):
     parent = lineage.open_pipeline_run(cfg, tmp_path)
     monkeypatch.setenv(lineage.PARENT_ENV, parent)

@@ -231,6 +231,18 @@ def test_resume_continues_exactly_and_config_changes_are_checked(make, tmp_path)
     assert (root / "step_00000004" / ckpt.STATE_FILE).is_file()
 
 
+def test_wall_clock_cost_stays_beside_the_checkpoints_and_out_of_metrics(make, tmp_path):
+    # Checkpoints and metrics.json are DVC outputs: the same run must give the same bytes, so the cost
+    # ledger (device-seconds) lives in cost_ledger.json beside the checkpoints and in MLflow.
+    state = make(max_steps=2, checkpoint_every=2, eval_every=0).train()
+    root = tmp_path / "train" / "checkpoints"
+    assert "device_seconds" not in json.loads((root / "step_00000002" / ckpt.STATE_FILE).read_text())
+    assert state.device_seconds and ckpt.cost_path(root) == tmp_path / "train" / "cost_ledger.json"
+    assert ckpt.read_state(root / "step_00000002").device_seconds == state.device_seconds
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and not [k for k in metrics if "hour" in k or "second" in k]
+
+
 def test_checkpoint_commit_is_all_or_nothing(tmp_path):
     root = tmp_path / "checkpoints"
     committed: list[int] = []

@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +142,6 @@ def ingest_folder(
                         "width": w,
                         "height": h,
                         "sha256": sha256_bytes(encoded),
-                        "created_at": datetime.now(UTC),
                         "origin_path": cand.rel,
                         "origin_sha256": cand.sha,
                         "note": note,

@@ -7,6 +7,10 @@ by (image id, seed), so a rerun, in any order or in shards, gives bitwise-equal 
 Outputs under ``degrade.out_dir``: ``hq/<id>.png`` and ``lq/<id>.png``, ``manifest.parquet`` (one row per
 pair with the degradation record), and ``rejected.parquet`` (images that could not be used, with the
 reason). A rerun after a crash keeps the pairs already written (writes are atomic) and does the rest.
+
+Nothing written depends on where the project lives or on the run's history: paths inside ``records/``
+are relative to ``out_dir``, and how many pairs a resumed run reused goes to the log and MLflow
+(:func:`~fluxir.tracking.lineage.log_run_facts`), not into the degrade summary.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from fluxir.data.validate import KindSpec, Rule, read_validated, register_kind, 
 from fluxir.degradation import crop_skip_reason, degrade_pair, image_rng, resolve_params
 from fluxir.io import sha256_bytes, write_bytes_atomic
 from fluxir.stages import add_common_arguments, reports_root, run_stage, tracked_stage
+from fluxir.tracking.lineage import log_run_facts
 
 log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
@@ -72,6 +77,7 @@ def _previous_rows(out_dir: Path, key: str) -> dict[str, dict[str, Any]]:
     rows = {}
     for sidecar in (out_dir / "records").glob("*.json"):
         row = json.loads(sidecar.read_text())
+        row.update({key: str(out_dir / row[key]) for key in ("hq_path", "lq_path")})  # stored relative
         if Path(row["hq_path"]).is_file() and Path(row["lq_path"]).is_file():
             rows[row["id"]] = row
     return rows
@@ -80,6 +86,8 @@ def _previous_rows(out_dir: Path, key: str) -> dict[str, dict[str, Any]]:
 def run_degrade(cfg: Config, progress: bool = True) -> dict[str, Any]:
     """Degrade every image of the filtered manifest; write pairs, manifests and a summary."""
     d = cfg.degrade
+    # The manifest as configured (relative): the validation reports must not name this machine's folders.
+    label = Path(d.out_dir) / MANIFEST_NAME
     out_dir = Path(d.out_dir).absolute()
     reports = reports_root(cfg) / "validation" / "degrade"
     source = read_validated(d.in_manifest, "filter", reports, name="input")
@@ -122,13 +130,15 @@ def run_degrade(cfg: Config, progress: bool = True) -> dict[str, Any]:
             "lq_sha256": lq_sha,
             "record": json.dumps(record, sort_keys=True),
         }
-        # The sidecar is written last: its presence means this pair is complete.
-        write_bytes_atomic(out_dir / "records" / f"{image.id}.json", json.dumps(row).encode())
+        # The sidecar is written last: its presence means this pair is complete. Paths in it are relative to
+        # out_dir, so the folder's bytes (a DVC output) are the same wherever the project is checked out.
+        stored = row | {key: str(Path(row[key]).relative_to(out_dir)) for key in ("hq_path", "lq_path")}
+        write_bytes_atomic(out_dir / "records" / f"{image.id}.json", json.dumps(stored).encode())
         rows.append(row)
 
     pairs = pd.DataFrame(rows, columns=list(rows[0]) if rows else list(PAIR_COLUMNS))
     pairs.attrs = {"degrade": {"preset": d.preset, "scale": d.scale, "sizes": d.sizes, "seed": d.seed}}
-    validate_manifest(pairs, "degrade", reports, source=out_dir / MANIFEST_NAME, name="manifest")
+    validate_manifest(pairs, "degrade", reports, source=label, name="manifest")
     write_manifest(pairs, out_dir / MANIFEST_NAME, kind="degrade")
     rejected_df = pd.DataFrame(rejected, columns=["path", "reason"])
     write_manifest(rejected_df, out_dir / REJECTED_NAME, kind="rejected")
@@ -136,13 +146,14 @@ def run_degrade(cfg: Config, progress: bool = True) -> dict[str, Any]:
     summary = {
         "pairs": len(pairs),
         "rejected": len(rejected_df),
-        "reused": len(set(done) & set(source["id"])),
         "preset": d.preset,
         "crop_sizes": {f"{h}x{w}": int(n) for (h, w), n in sizes.items()},
     }
     write_bytes_atomic(
         reports_root(cfg) / "degrade" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode()
     )
+    summary["reused"] = len(set(done) & set(source["id"]))  # this run's history: the log and MLflow only
+    log_run_facts("degrade", {"reused": summary["reused"]})
     log.info("degrade: %d pairs (%d reused), %d rejected, preset %s", summary["pairs"], summary["reused"],
              summary["rejected"], d.preset)  # fmt: skip
     for item in rejected:

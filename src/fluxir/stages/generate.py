@@ -20,6 +20,10 @@ Layout of ``out_dir``:
   .progress-<tag>-<seq>.parquet
                              rows made since the previous checkpoint, one part each (so bookkeeping is
                              linear: :mod:`fluxir.data.progress`); merged into the manifest, then removed
+
+Every file here and in ``reports/generate/`` is a function of code, params and inputs: a fresh run and a
+resumed one write the same bytes. When and how fast images were made (timings, images per second, how
+many a resumed run made) goes to the log and MLflow (:func:`~fluxir.tracking.lineage.log_run_facts`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ from fluxir.data.validate import validate_manifest
 from fluxir.io import remove_partial_writes, sha256_bytes, sha256_file, write_bytes_atomic
 from fluxir.models.text_to_image import FLUX, FOLDER, Render, make_render, model_id
 from fluxir.stages import add_common_arguments, reports_root, run_stage, tracked_stage
+from fluxir.tracking.lineage import log_run_facts
 
 log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
@@ -67,14 +71,6 @@ def read_prompts(cfg: GenerateConfig) -> list[str]:
     if not prompts:
         raise ConfigError(f"generate.prompts_file={cfg.prompts_file!r}: has no prompts (one per line)")
     return prompts
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _mtime(path: Path) -> datetime:
-    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -117,7 +113,7 @@ def generate_images(
     missing = {k for k, p in path_of.items() if not p.is_file()}
     fmt = FILE_FORMATS[image_format]
 
-    def row(k: int, sha: str | None, created: datetime | None) -> dict[str, Any]:
+    def row(k: int, sha: str | None) -> dict[str, Any]:
         path = path_of[k]
         old = known.get(str(path))
         if sha is None and old is not None:
@@ -129,7 +125,6 @@ def generate_images(
             "seed": seed + k,
             "prompt": prompts[k % len(prompts)],
             "sha256": sha if sha is not None else sha256_file(path),
-            "created_at": created if created is not None else _mtime(path),
             "origin_path": None,
             "origin_sha256": None,
             "note": "",
@@ -152,8 +147,7 @@ def generate_images(
                     made[k] = sha256_bytes(data)
             bar.update(len(todo))
             since_checkpoint += len(todo)
-        created = _now()
-        rows += [row(k, made.get(k), created if k in made else None) for k in members if start <= k < stop]
+        rows += [row(k, made.get(k)) for k in members if start <= k < stop]
         if checkpoint is not None and since_checkpoint >= shard_size:
             checkpoint(rows)
             since_checkpoint = 0
@@ -231,17 +225,19 @@ def _isna(v: Any) -> bool:
 
 
 def rows_to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Manifest rows -> DataFrame sorted by index, with stable dtypes (nullable seed, UTC timestamps)."""
+    """Manifest rows -> DataFrame sorted by index, with stable dtypes (nullable seed).
+
+    No creation time: the manifest is a DVC output, and the same images must give the same bytes.
+    """
     columns = [
         "id", "index", "path", "source", "model", "seed", "prompt", "width", "height",
-        "sha256", "created_at", "origin_path", "origin_sha256", "note",
+        "sha256", "origin_path", "origin_sha256", "note",
     ]  # fmt: skip
     df = pd.DataFrame(rows, columns=columns)
     df["index"] = df["index"].astype("int64")
     df["seed"] = df["seed"].astype("Int64")
     df["width"] = df["width"].astype("int64")
     df["height"] = df["height"].astype("int64")
-    df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
     for col in ("origin_path", "origin_sha256"):
         df[col] = df[col].astype(object).where(df[col].notna(), None)
     return df.sort_values("index", kind="stable").reset_index(drop=True)
@@ -290,7 +286,9 @@ def run_generate(
 ) -> dict[str, Any]:
     """Run the stage; with ``start``/``count`` only that index range is made and no manifest is written.
 
-    Returns the summary written to ``reports/generate/summary.json`` (or, for a range, the counts).
+    Returns the summary written to ``reports/generate/summary.json`` (or, for a range, the counts) plus
+    this run's facts (``made_now``, ``seconds``, ``model_load_seconds``, ``images_per_second``), which
+    go to the log and MLflow but not into the file.
     """
     g = cfg.generate
     out_dir = Path(g.out_dir)
@@ -334,16 +332,16 @@ def run_generate(
         load_seconds = getattr(render, "load_seconds", 0.0)
     seconds = time.perf_counter() - t0
     work_seconds = seconds - load_seconds  # the rate excludes loading the model
-    summary: dict[str, Any] = {
-        "source": g.source,
-        "model": model_id(cfg),
-        "images": len(rows),
+    facts = {
         "made_now": made,
         "seconds": round(seconds, 3),
         "model_load_seconds": round(load_seconds, 3),
         "images_per_second": round(made / work_seconds, 3) if made and work_seconds > 0 else None,
     }
+    log_run_facts("generate", facts)
+    summary: dict[str, Any] = {"source": g.source, "model": model_id(cfg), "images": len(rows)}
     if count is not None or start > 0:
+        summary.update(facts)
         checkpoint(rows)
         log.info(
             "generated range %d..%d: %d images now; run without --start/--count to write the manifest",
@@ -368,7 +366,10 @@ def run_generate(
         if cfg.model.base == "tiny" and g.source == FLUX
         else ""
     )
-    write_bytes_atomic(reports_root(cfg) / "generate" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    write_bytes_atomic(
+        reports_root(cfg) / "generate" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode()
+    )
+    summary.update(facts)
     log.info(
         "generate: %d images in %s (%d made now, %.2f img/s), %d files rejected",
         len(rows), out_dir, made, summary["images_per_second"] or 0.0, len(rejected),

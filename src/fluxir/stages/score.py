@@ -39,6 +39,7 @@ from fluxir.data.validate import SCORE_PREFIX, read_validated, validate_manifest
 from fluxir.io import write_bytes_atomic
 from fluxir.iqa import configure_torch_home, create_metrics, metric_directions
 from fluxir.stages import add_common_arguments, reports_root, run_stage, tracked_stage
+from fluxir.tracking.lineage import log_run_facts
 
 log = logging.getLogger(__spec__.name if __spec__ else __name__)  # "fluxir.stages.*" under python -m too
 
@@ -213,18 +214,24 @@ def run_score(cfg: Config, progress: bool = True) -> dict[str, Any]:
     write_manifest(df, out_dir / MANIFEST_NAME, kind="score")
     with contextlib.suppress(FileNotFoundError):
         (out_dir / ".progress.parquet").unlink()
-    summary = {
-        "images": len(df),
+    # This run's facts (how much it found scored, how long it took) go to the log and MLflow, not the file:
+    # reports/score/ is a DVC output, and a resumed run must write what a fresh one writes.
+    facts = {
         "scored_now": int(len(todo)),
         "metric_load_seconds": round(load_seconds, 3),
         "seconds": round(seconds, 3),
         "images_per_second": round(len(todo) / seconds, 3) if len(todo) and seconds > 0 else None,
+    }
+    log_run_facts("score", facts)
+    summary = {
+        "images": len(df),
         "device": str(device),
         "metrics": {m: _stats(df[cols[m]], directions[m]) for m in s.metrics},
     }
     write_bytes_atomic(
         reports_root(cfg) / "score" / "summary.json", (json.dumps(summary, indent=2) + "\n").encode()
     )
+    summary.update(facts)
     for m in s.metrics:
         st = summary["metrics"][m]
         better = "lower" if st["lower_better"] else "higher"

@@ -16,6 +16,11 @@ points ``$MLFLOW_RUN_ID`` at it, so a stage that opens its own MLflow run (train
 gets the stage's ``reports/<stage>/summary.json`` numbers as metrics and ``reports/validation/<stage>/``
 as artifacts, and ends FINISHED, or FAILED with the error as the tag ``error``.
 
+What differs from one run of a stage to the next although code, params and inputs are the same (wall-clock
+timings, throughput, how much work a resumed run found done) never goes into a stage's files, which DVC
+hashes: :func:`log_run_facts` writes it to the log and, inside a stage run, to the child run as
+``run.<name>`` metrics.
+
 Tags on every run: git SHA and dirty flag, sha256 of dvc.lock (:func:`fluxir.tracking.runs.lineage_tags`),
 ``profile``, ``fluxir.pipeline`` (dvc | prefect), and ``prefect.flow_run_id`` when Prefect runs it.
 """
@@ -28,6 +33,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +55,8 @@ RUNS_DIR = Path(".fluxir") / "pipeline-runs"
 PARENT_TAG = "mlflow.parentRunId"
 INHERITED_TAGS = ("profile", "fluxir.pipeline", "prefect.flow_run_id", "prefect.flow_run_name")
 _DVC_COMMANDS = {"repro", "exp"}
+RUN_FACT_PREFIX = "run."
+_ACTIVE_CHILD: ContextVar[tuple[MlflowClient, str] | None] = ContextVar("fluxir_stage_child", default=None)
 
 
 def profile_of(cfg: Config) -> str:
@@ -241,6 +249,7 @@ def stage_run(
         return
     previous = os.environ.get(RUN_ID_ENV)
     os.environ[RUN_ID_ENV] = child_id
+    active = _ACTIVE_CHILD.set((client, child_id))
     status, error = "FINISHED", ""
     try:
         yield child_id
@@ -249,6 +258,7 @@ def stage_run(
         error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        _ACTIVE_CHILD.reset(active)
         if previous is None:
             os.environ.pop(RUN_ID_ENV, None)
         else:
@@ -316,6 +326,22 @@ def _log_summary(client: MlflowClient, run_id: str, path: Path) -> None:
     client.log_artifact(run_id, str(path), artifact_path="summary")
 
 
+def log_run_facts(stage: str, facts: Mapping[str, float | int | None]) -> None:
+    """Facts of this run only (seconds, images per second, work found done): the log and the stage's MLflow
+    child run (``run.<name>``), never a DVC-tracked file. Outside a stage run only the log gets them."""
+    shown = {k: v for k, v in facts.items() if v is not None}
+    log.info("%s run: %s", stage, ", ".join(f"{k} {v:g}" for k, v in shown.items()))
+    active = _ACTIVE_CHILD.get()
+    if active is None:
+        return
+    from mlflow.entities import Metric
+
+    client, run_id = active
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"{RUN_FACT_PREFIX}{k}", float(v), now, 0) for k, v in shown.items()]
+    _best_effort(lambda: client.log_batch(run_id, metrics=metrics))
+
+
 def _best_effort(action: Callable[[], Any]) -> None:
     """Run a tracking call; a failure is logged as a warning, never raised."""
     try:
@@ -327,6 +353,7 @@ def _best_effort(action: Callable[[], Any]) -> None:
 __all__ = [
     "PARENT_ENV",
     "close_pipeline_run",
+    "log_run_facts",
     "open_pipeline_run",
     "pipeline_parent",
     "profile_of",

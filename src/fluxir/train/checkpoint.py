@@ -4,7 +4,11 @@
         engine/ ...            the engine's own files: adapter weights, optimizer, lr scheduler
                                (DeepSpeed's save_checkpoint layout, or engine.pt for the torch engine)
         rng_rank<r>.pt         python, numpy, torch (and CUDA) RNG states of each process
-        trainer_state.json     step, data position, loss history, cost ledger, config (written last)
+        trainer_state.json     step, data position, loss history, config (written last)
+    <out_dir>/cost_ledger.json device-seconds spent up to each checkpoint (beside the folder, not in it)
+
+The checkpoints folder is a DVC output, so it holds only what code, params and inputs decide: the
+wall-clock cost ledger, different on every run, lives beside it (:func:`record_cost`, :func:`read_cost`).
 
 Every rank writes into ``.partial-step_XXXXXXXX/`` first; once all have finished, rank 0 writes
 ``trainer_state.json`` and renames the folder into place. A checkpoint counts only with its final name
@@ -53,7 +57,8 @@ class TrainerState:
     val_history: list[dict[str, float]] = field(default_factory=list)
     """One row per evaluation: VAL_COLUMNS."""
     device_seconds: dict[str, float] = field(default_factory=dict)
-    """Cost ledger: device type -> device-seconds spent training (processes x wall time)."""
+    """Cost ledger: device type -> device-seconds spent training (processes x wall time). In memory and in
+    ``cost_ledger.json`` beside the checkpoints, never in ``trainer_state.json``."""
     world_size: int = 1
     config: dict[str, Any] = field(default_factory=dict)
     """The resolved params the run was started with (checked on resume)."""
@@ -100,9 +105,14 @@ def remove_partials(root: str | os.PathLike) -> int:
     return len(stale)
 
 
+def state_record(state: TrainerState) -> dict[str, Any]:
+    """What ``trainer_state.json`` holds: the state without its wall-clock cost ledger."""
+    return {k: v for k, v in asdict(state).items() if k != "device_seconds"}
+
+
 def commit(partial: Path, state: TrainerState) -> Path:
     """Write the state file last, then rename the partial folder to its final name (rank 0 only)."""
-    write_json_atomic(partial / STATE_FILE, asdict(state))
+    write_json_atomic(partial / STATE_FILE, state_record(state))
     # The same step saved again (e.g. a rerun after completion) replaces the old folder whole.
     return replace_dir(partial, partial.parent / checkpoint_name(state.step))
 
@@ -116,7 +126,40 @@ def prune(root: str | os.PathLike, keep: int) -> list[Path]:
 
 
 def read_state(folder: str | os.PathLike) -> TrainerState:
-    return TrainerState.from_dict(json.loads((Path(folder) / STATE_FILE).read_text()))
+    """The state of a checkpoint, with its cost ledger from ``cost_ledger.json`` ({} if none was kept)."""
+    folder = Path(folder)
+    state = TrainerState.from_dict(json.loads((folder / STATE_FILE).read_text()))
+    state.device_seconds = read_cost(folder.parent, folder.name)
+    return state
+
+
+# ----------------------------------------------------------------------------------------------
+# The cost ledger, beside the checkpoints
+
+COST_FILE = "cost_ledger.json"
+
+
+def cost_path(root: str | os.PathLike) -> Path:
+    """``<out_dir>/cost_ledger.json`` for the checkpoints folder ``<out_dir>/checkpoints``."""
+    return Path(root).parent / COST_FILE
+
+
+def read_cost(root: str | os.PathLike, name: str) -> dict[str, float]:
+    """Device-seconds spent up to checkpoint ``name`` (e.g. ``step_00000040``); {} if not recorded."""
+    path = cost_path(root)
+    ledger = json.loads(path.read_text()) if path.is_file() else {}
+    return {k: float(v) for k, v in ledger.get(name, {}).items()}
+
+
+def record_cost(root: str | os.PathLike, step: int, device_seconds: Mapping[str, float]) -> Path:
+    """Record the cost up to the checkpoint of ``step`` (before it is committed, so no complete checkpoint
+    lacks one); entries of checkpoints that no longer exist are dropped."""
+    path = cost_path(root)
+    ledger = json.loads(path.read_text()) if path.is_file() else {}
+    keep = {folder.name for _, folder in list_checkpoints(root)} | {checkpoint_name(step)}
+    ledger = {k: v for k, v in ledger.items() if k in keep}
+    ledger[checkpoint_name(step)] = dict(device_seconds)
+    return write_json_atomic(path, ledger)
 
 
 # ----------------------------------------------------------------------------------------------

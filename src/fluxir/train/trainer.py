@@ -315,6 +315,7 @@ class Trainer:
         barrier(self.world)
         final = partial.parent / ckpt.checkpoint_name(state.step)
         if self.world.is_main:
+            ckpt.record_cost(self.checkpoints, state.step, state.device_seconds)  # beside, not in, the folder
             ckpt.commit(partial, state)
             ckpt.prune(self.checkpoints, self.cfg.keep_checkpoints)
         barrier(self.world)
@@ -383,7 +384,9 @@ class Trainer:
             self.grid(state.step, run_log)
             summary = self._summary(state)
             if run_log is not None:
-                run_log.finish(summary, state.device_seconds, state.step)
+                # metrics.json is a DVC metric: no wall-clock figures; device-hours go to MLflow only
+                hours = sum(state.device_seconds.values()) / 3600
+                run_log.finish({**summary, "device_hours": hours}, state.device_seconds, state.step)
                 write_json_atomic(Path(cfg.report_dir) / "metrics.json", summary)
         return state
 
@@ -409,5 +412,4 @@ class Trainer:
                     self.pipe, self.data.val.pairs, self.data.scale, self.config.restore.steps, self.guidance
                 )
             )
-        summary["device_hours"] = sum(state.device_seconds.values()) / 3600
         return summary
