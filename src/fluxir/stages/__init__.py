@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fluxir.config import Config, load_config, parse_override
 from fluxir.errors import RedactFilter, UserError, report
+from fluxir.stages.library_bars import disable_library_bars
 
 
 def reports_root(cfg: Config) -> Path:
@@ -59,12 +60,9 @@ def setup_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
         handler.addFilter(RedactFilter())  # no URL credentials in any line (they reach Prefect's logs)
         logger.addHandler(handler)
-    # Our own tqdm bar shows progress; the libraries' loading bars would interleave with it.
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+    # Our own tqdm bar shows progress; the libraries' loading bars would interleave with it. Switched off
+    # when each library is imported, so a stage that needs none of them never pays for importing them.
+    disable_library_bars()
 
 
 @contextmanager
