@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
@@ -61,3 +62,14 @@ def test_an_unreachable_server_with_a_password_is_named_without_it(tmp_path, mon
         with lineage.stage_run("degrade", Config(), root=tmp_path) as run_id:
             assert run_id is None
     assert "no MLflow server answers" in caplog.text and SECRET not in caplog.text
+
+
+def test_mlflow_http_requests_are_bounded_unless_the_user_chose(monkeypatch) -> None:
+    from fluxir.tracking import runs
+
+    for key in runs.HTTP_LIMITS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "5")
+    runs.tracking_uri("http://127.0.0.1:1")
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "10"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"  # the user's own value is kept

@@ -38,8 +38,28 @@ _SECRET_JOINED = {"keyid", "accesskey", "apikey", "privatekey", "secretkey", "au
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
+"""MLflow's HTTP client limits unless the user set them: its defaults (120 s per request, 7 retries with
+exponential backoff) make a stage wait minutes, or forever on a server that accepts and never answers."""
+
+
+def bound_http_requests() -> None:
+    """Set :data:`HTTP_LIMITS` in the environment where the user has not (MLflow reads them per request)."""
+    for key, value in HTTP_LIMITS.items():
+        os.environ.setdefault(key, value)
+
+
 def tracking_uri(configured: str) -> str:
-    """The tracking URI to use: ``$MLFLOW_TRACKING_URI`` if set, else ``configured``, else local sqlite."""
+    """The tracking URI to use: ``$MLFLOW_TRACKING_URI`` if set, else ``configured``, else local sqlite.
+
+    Every way the project reaches MLflow goes through here, so this is also where its HTTP requests get
+    bounded timeouts (:func:`bound_http_requests`).
+    """
+    bound_http_requests()
     return os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_TRACKING_URI
 
 
