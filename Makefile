@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fluxir-installed
 # Run tools from the venv (dvc stages call `python -m fluxir.stages.<name>`).
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: setup demo test lint browser vulkan clean-venv services services-stop
+.PHONY: setup demo demo-mini test lint browser vulkan clean-venv services services-stop
 
 setup: $(STAMP)
 
@@ -25,6 +25,11 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(RUN) dvc repro
+
+# The mini profile: train a small FLUX-architecture base here on CPU (pretrain), then the whole chain on it;
+# data and reports under data/mini/ and reports/mini/ (mini/dvc.yaml, generated from dvc.yaml).
+demo-mini: setup
+	$(RUN) dvc repro mini/dvc.yaml
 
 test: lint browser vulkan
 	$(RUN) python -m pytest -q --durations=10

@@ -44,6 +44,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "fluxir.experiments.ablate",
         "Tables 2-7: run the paper's ablations as MLflow child runs of one parent.",
     ),
+    "pretrain": (
+        "fluxir.stages.pretrain",
+        "Train the mini base model (FLUX-layout VAE and prior) here on CPU from packaged photos.",
+    ),
     "train": ("fluxir.stages.train", "Train the FluxIR adapter on degraded pairs (DeepSpeed ZeRO; resumes)."),
     "app": (
         "fluxir.serving.app",

@@ -64,8 +64,11 @@ def import_closure(module: str) -> set[Path]:
     return {module_file(name).relative_to(REPO) for name in seen}
 
 
-def dvc_stages() -> dict[str, dict]:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+PIPELINES = ("dvc.yaml", "mini/dvc.yaml")  # the root pipeline and the mini profile's
+
+
+def dvc_stages(pipeline: str = "dvc.yaml") -> dict[str, dict]:
+    return yaml.safe_load((REPO / pipeline).read_text())["stages"]
 
 
 def dep_paths(stage: dict) -> list[Path]:
@@ -85,14 +88,17 @@ def test_import_closure_finds_function_level_and_parent_package_imports():
     assert Path("src/fluxir/models/flux.py") in closure
 
 
-@pytest.mark.parametrize("name", sorted(dvc_stages()))
-def test_dvc_deps_cover_every_module_the_stage_imports(name):
-    stage = dvc_stages()[name]
+@pytest.mark.parametrize(
+    ("pipeline", "name"),
+    [(pipeline, name) for pipeline in PIPELINES for name in sorted(dvc_stages(pipeline))],
+)
+def test_dvc_deps_cover_every_module_the_stage_imports(pipeline, name):
+    stage = dvc_stages(pipeline)[name]
     match = STAGE_CMD.search(stage["cmd"])
     assert match, f"stage {name}: cmd {stage['cmd']!r} does not run `python -m fluxir...`"
     deps = dep_paths(stage)
     missing = sorted(str(p) for p in import_closure(match.group(1)) if not covered(p, deps))
-    assert not missing, f"dvc.yaml stage {name!r} imports modules its deps do not list: {missing}"
+    assert not missing, f"{pipeline} stage {name!r} imports modules its deps do not list: {missing}"
 
 
 def test_the_closure_check_catches_a_missing_dep():

@@ -69,10 +69,15 @@ def show_lines(cfg: Any, indent: str = "") -> list[str]:
 
 def generated_files(params: Path, profiles_dir: Path) -> dict[Path, str]:
     """Every file ``write-defaults`` writes, with its text."""
-    from fluxir.config.presets import profiles, render_params, render_profile
+    from fluxir.config.presets import PIPELINES, pipeline_config, profiles, render_params, render_profile
 
     files = {params: render_params()}
     files |= {profiles_dir / f"{name}.yaml": render_profile(name) for name in profiles()}
+    # profiles with a pipeline of their own: <name>/params.yaml beside <name>/dvc.yaml
+    files |= {
+        params.parent / name / "params.yaml": render_params(pipeline_config(name), pipeline=name)
+        for name in PIPELINES
+    }
     return files
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from fluxir.config.presets import MINI_PHOTOS, remap_path
+
 ROOT_PIPELINE = Path("dvc.yaml")
 COMMON_DEPS = [
     "src/fluxir/__init__.py",
@@ -50,28 +52,25 @@ BASE_STAGES: dict[str, dict[str, dict[str, Any]]] = {
                 "src/fluxir/data/images.py",
             ],
             "params": ["pretrain", "model"],
-            "outs": ["data/models", {"reports/pretrain": {"cache": False}}],
+            # the work folder (checkpoints) is not an output: DVC would delete it before a rerun, and a
+            # rerun resumes from it
+            "outs": ["data/models", MINI_PHOTOS, {"reports/pretrain": {"cache": False}}],
         }
     }
 }
 """What replaces the root's build-model stage in each profile pipeline (paths before the profile's remap)."""
 
-
-def remap(path: str, profile: str) -> str:
-    """``data/x`` -> ``data/<profile>/x`` and ``reports/x`` -> ``reports/<profile>/x``; other paths as they are."""
-    for root in ("data", "reports"):
-        if path == root or path.startswith(f"{root}/"):
-            return f"{root}/{profile}{path[len(root) :]}"
-    return path
+EXTRA_DEPS: dict[str, dict[str, list[str]]] = {"mini": {"benchmark": [MINI_PHOTOS]}}
+"""Inputs a profile's stage reads beyond the root's: mini's benchmark set is its held-out photos."""
 
 
 def _remap_entries(entries: list[Any], profile: str) -> list[Any]:
     out: list[Any] = []
     for entry in entries:
         if isinstance(entry, dict):  # {path: {cache: false, ...}}
-            out.append({remap(path, profile): options for path, options in entry.items()})
+            out.append({remap_path(path, profile): options for path, options in entry.items()})
         else:
-            out.append(remap(entry, profile))
+            out.append(remap_path(entry, profile))
     return out
 
 
@@ -93,11 +92,13 @@ def profile_pipeline(root: dict[str, Any], profile: str) -> dict[str, Any]:
     for name, stage in {**BASE_STAGES[profile], **root["stages"]}.items():
         if name == "build-model":
             continue  # the profile's base stage builds (or trains) the base model instead
-        stages[name] = profile_stage(copy.deepcopy(stage), profile)
+        stage = copy.deepcopy(stage)
+        stage.setdefault("deps", []).extend(EXTRA_DEPS.get(profile, {}).get(name, []))
+        stages[name] = profile_stage(stage, profile)
     plots = []
     for plot in root.get("plots", []):
         for path, options in plot.items():
-            plots.append({f"../{remap(path, profile)}": options})  # plots are relative to the dvc.yaml
+            plots.append({f"../{remap_path(path, profile)}": options})  # plots are relative to the dvc.yaml
     return {"stages": stages, "plots": plots}
 
 

@@ -35,6 +35,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 from PIL import Image
 
+from fluxir.config import PretrainConfig
 from fluxir.models.tiny import FLUX_SCHEDULER, build_tiny_pipeline
 from fluxir.pretrain import crops as C
 from fluxir.pretrain import photos as P
@@ -49,7 +50,6 @@ from fluxir.pretrain.prior import (
     to_model_space,
     train_prior,
 )
-from fluxir.pretrain.settings import PretrainConfig
 from fluxir.pretrain.vae import latent_stats, mean_psnr, psnr, set_latent_stats, train_vae
 
 log = logging.getLogger(__name__)
@@ -176,15 +176,16 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Run (or resume) the whole pretraining and write the pipeline folder and reports; returns the metrics."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    records = ensure_photos(cfg.photos_dir)
-    train_photos = P.load_split(cfg.photos_dir, P.TRAIN)
-    held_photos = P.load_split(cfg.photos_dir, P.HELD_OUT)
+    photos_dir, work_dir, out_dir = Path(cfg.photos_dir), Path(cfg.work_dir), Path(cfg.out_dir)
+    records = ensure_photos(photos_dir)
+    train_photos = P.load_split(photos_dir, P.TRAIN)
+    held_photos = P.load_split(photos_dir, P.HELD_OUT)
     if not held_photos:
-        raise P.PhotoSourceError(f"{cfg.photos_dir} has no held-out photo: evaluation would be impossible")
-    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        raise P.PhotoSourceError(f"{photos_dir} has no held-out photo: evaluation would be impossible")
+    work_dir.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    vae, vae_curve = train_vae(cfg, train_photos, cfg.work_dir / "vae.pt")
+    vae, vae_curve = train_vae(cfg, train_photos, work_dir / "vae.pt")
     held_crops = C.eval_crops(
         held_photos, cfg.pyramid_levels, cfg.prior_crop, cfg.eval_crops_per_photo, cfg.seed
     )
@@ -210,7 +211,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     loss_init = held_out_loss(build_transformer(cfg, text), held, ids, text, cfg)
     # shift and scale (exact floats) stand for the VAE weights and the bank the prior learns from.
     data_key = fingerprint({"shift": shift, "scale": scale})
-    transformer, prior_curve = train_prior(cfg, bank, text, cfg.work_dir / "prior.pt", data_key)
+    transformer, prior_curve = train_prior(cfg, bank, text, work_dir / "prior.pt", data_key)
     loss_end = held_out_loss(transformer, held, ids, text, cfg)
     log.info("prior: held-out loss %.4f -> %.4f (%.0f s)", loss_init, loss_end, time.perf_counter() - t1)
 
@@ -235,9 +236,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     pipe.transformer = transformer
     pipe.register_modules(transformer=transformer)
-    save_pipeline(pipe, cfg.out_dir, _note(cfg, records, metrics))
+    save_pipeline(pipe, out_dir, _note(cfg, records, metrics))
 
-    reports = cfg.reports_dir
+    reports = Path(cfg.reports_dir)
     write_curve(reports / "vae_loss.csv", vae_curve)
     write_curve(reports / "prior_loss.csv", prior_curve)
     _write_atomic(reports / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
@@ -246,7 +247,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         recon = vae.decode(vae.encode(shown).latent_dist.mode()).sample
     _write_atomic(reports / "vae_heldout.png", _png(image_grid(_to_pil(shown) + _to_pil(recon), len(shown))))
     t2 = time.perf_counter()
-    _write_atomic(reports / "samples.png", _png(sample_grid(cfg.out_dir, cfg)))
+    _write_atomic(reports / "samples.png", _png(sample_grid(out_dir, cfg)))
     log.info("samples: %.0f s; total %.0f s", time.perf_counter() - t2, time.perf_counter() - t0)
     return metrics
 

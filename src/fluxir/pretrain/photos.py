@@ -232,7 +232,7 @@ def _png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def write_photo_set(out_dir: str | Path, photos: tuple[PhotoSource, ...] = PHOTOS) -> list[PhotoRecord]:
-    """Write every photo as ``<name>.png`` plus ``manifest.json`` into ``out_dir``, atomically.
+    """Write every photo as ``<split>/<name>.png`` plus ``manifest.json`` into ``out_dir``, atomically.
 
     The folder is built under a temporary name beside ``out_dir`` and renamed into place, so a crash
     never leaves a half-written photo set.
@@ -247,12 +247,15 @@ def write_photo_set(out_dir: str | Path, photos: tuple[PhotoSource, ...] = PHOTO
             source = locate(photo)
             raw = source.read_bytes()
             rgb = load_photo(photo)
-            (tmp / f"{photo.name}.png").write_bytes(_png_bytes(rgb))
+            # one folder per split, so a benchmark set can point at held_out/ alone
+            relpath = f"{splits[photo.name]}/{photo.name}.png"
+            (tmp / relpath).parent.mkdir(exist_ok=True)
+            (tmp / relpath).write_bytes(_png_bytes(rgb))
             records.append(
                 PhotoRecord(
                     name=photo.name,
                     split=splits[photo.name],
-                    file=f"{photo.name}.png",
+                    file=relpath,
                     distribution=photo.distribution,
                     version=importlib.metadata.version(photo.distribution),
                     source_path=photo.path,

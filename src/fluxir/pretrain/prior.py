@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
 
+from fluxir.config import PretrainConfig
 from fluxir.pretrain import crops as C
 from fluxir.pretrain.checkpoint import fingerprint
 from fluxir.pretrain.loop import train
-from fluxir.pretrain.settings import PretrainConfig
 from fluxir.pretrain.vae import encode
 
 PRIOR_STREAM = 2  # step_rng stream id of prior training

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
+from fluxir.config import PretrainConfig
 from fluxir.pretrain import crops as C
 from fluxir.pretrain.checkpoint import fingerprint
 from fluxir.pretrain.loop import train
-from fluxir.pretrain.settings import PretrainConfig
 
 VAE_STREAM = 1  # step_rng stream id of VAE training
 
@@ -38,7 +38,7 @@ def norm_groups(widths: tuple[int, ...]) -> int:
     )
 
 
-def vae_config(widths: tuple[int, ...], layers_per_block: int) -> dict[str, Any]:
+def vae_config(widths: tuple[int, ...], layers_per_block: int, mid_attention: bool = True) -> dict[str, Any]:
     """AutoencoderKL kwargs in FLUX.1-dev's layout with the given block widths."""
     groups = norm_groups(widths)
     return dict(
@@ -48,6 +48,7 @@ def vae_config(widths: tuple[int, ...], layers_per_block: int) -> dict[str, Any]
         up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=tuple(widths),
         layers_per_block=layers_per_block,
+        mid_block_add_attention=mid_attention,
         norm_num_groups=groups,
         latent_channels=16,
         use_quant_conv=False,
