@@ -71,6 +71,8 @@ def _setup(tmp_path: Path, tiny_model_dir: Path) -> Path:
              "lq_dir": str(tmp_path / "RealSR" / "test_LR"), "hq_crop": 64, "lq_crop": 16},
             {"name": "RealLQ250", "kind": "lq_only", "lq_dir": str(tmp_path / "RealLQ"), "lq_crop": 0},
         ],
+        # the real Real-ESRGAN x4plus column has its own tests (test_ncnn_convert); here a random checkpoint
+        methods=["bicubic", "lanczos", "fluxir"],
         sr_models=[{"name": "Real-ESRGAN", "path": str(tmp_path / "esrgan_x4.pth")}],
         device="cpu",
     )  # fmt: skip

@@ -145,7 +145,8 @@ def test_config_checks_the_benchmark_section():
     with pytest.raises(ConfigError, match=r"benchmark.datasets\[RealSR\].lq_dir='': a paired set needs it"):
         config_from_dict({"benchmark": {"datasets": [{"name": "RealSR", "kind": "paired", "hq_dir": "x"}]}})
     with pytest.raises(
-        ConfigError, match="'esrgan' is neither fluxir, bicubic, lanczos, realesrgan-x4plus nor an sr_models name"
+        ConfigError,
+        match="'esrgan' is neither fluxir, bicubic, lanczos, realesrgan-x4plus nor an sr_models name",
     ):
         config_from_dict({"benchmark": {"methods": ["fluxir", "esrgan"]}})
     with pytest.raises(ConfigError, match="must be unique and not fluxir"):
