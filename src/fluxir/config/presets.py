@@ -107,6 +107,82 @@ PAPER: dict[str, Any] = {
 default changed for the tiny profile never changes the paper's run), plus the few a run at that scale
 needs; what each is: ``NOTES["paper"]`` and ``COMMENTS``."""
 
+MINI_PHOTOS = "data/pretrain/photos"
+"""Where the mini pretraining writes its photo set (train/ and held_out/); held_out/ is the benchmark's."""
+
+MINI: dict[str, Any] = {
+    # The base: trained by the pipeline's pretrain stage (pretrain.*), loaded from its folder like any
+    # diffusers FLUX snapshot; its prior saw the empty prompt at 64 T5 tokens.
+    "model.base": "data/models/mini-flux",
+    "model.max_sequence_length": 64,
+    "pretrain.out_dir": "data/models/mini-flux",
+    "pretrain.photos_dir": MINI_PHOTOS,
+    "pretrain.max_sequence_length": 64,
+    # FluxGen-mini: the prior's own images (it learned 128 px crops), scored, filtered, degraded
+    "generate.num_images": 96,
+    "generate.width": 128,
+    "generate.height": 128,
+    "generate.num_inference_steps": 20,
+    "generate.batch_size": 8,
+    "generate.shard_size": 32,
+    "degrade.sizes": [[96, 96], [64, 96], [96, 64]],
+    # FluxIR-mini: a real (small) prior, so a real learning rate and a few hundred steps
+    "train.engine": "torch",
+    "train.lr": 1.0e-3,
+    "train.batch_size": 8,
+    "train.max_steps": 300,
+    "train.warmup_steps": 20,
+    "train.val_size": 4,
+    "train.eval_every": 50,
+    "train.checkpoint_every": 50,
+    # Table 1 on photos no training step of any model saw
+    "benchmark.datasets": [
+        _testset(
+            name="heldout-synthetic",
+            kind="synthetic",
+            hq_dir=f"{MINI_PHOTOS}/held_out",
+            num_crops=12,
+            hq_crop=128,
+        )
+    ],
+    "benchmark.methods": ["bicubic", "lanczos", "realesrgan-x4plus", "fluxir"],
+    "benchmark.metrics": ["psnr", "ssim", "piqe"],
+}
+"""The mini profile: a FLUX-architecture base trained here on CPU (pretrain), then the whole chain on it.
+It has a pipeline of its own (``mini/dvc.yaml``, ``mini/params.yaml``), so its data and reports live under
+``data/mini/`` and ``reports/mini/`` beside the tiny demo's."""
+
+PIPELINES: dict[str, dict[str, Any]] = {"mini": MINI}
+"""Profiles with a pipeline of their own: ``<name>/params.yaml`` is the defaults with the profile applied
+and every data/ and reports/ path moved under the profile (:func:`pipeline_config`)."""
+
+
+def remap_path(value: str, profile: str) -> str:
+    """``data/x`` -> ``data/<profile>/x``, ``reports/x`` -> ``reports/<profile>/x``; other values as they are."""
+    for root in ("data", "reports"):
+        if value == root or value.startswith(f"{root}/"):
+            return f"{root}/{profile}{value[len(root) :]}"
+    return value
+
+
+def _remap_tree(node: Any, profile: str) -> Any:
+    if isinstance(node, dict):
+        return {k: _remap_tree(v, profile) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_remap_tree(v, profile) for v in node]
+    return remap_path(node, profile) if isinstance(node, str) else node
+
+
+def pipeline_config(profile: str) -> Config:
+    """The config of a profile's own pipeline: defaults, then the profile, then its paths under the profile."""
+    from fluxir.config.loading import apply_override, config_from_dict
+
+    raw = to_dict(Config())
+    for key, value in PIPELINES[profile].items():
+        apply_override(raw, key, value)
+    return config_from_dict(_remap_tree(raw, profile))
+
+
 COMMENTS: dict[str, dict[str, str]] = {
     "paper": {
         "degrade.crop": 'The paper "randomly center-crop[s]" to the three sizes: centred crops, the size drawn per image.',
@@ -190,17 +266,23 @@ def render_profile(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_params(cfg: Config | None = None) -> str:
-    """params.yaml: every section and key of ``cfg`` (the defaults), each under its one-line help."""
+def render_params(cfg: Config | None = None, pipeline: str | None = None) -> str:
+    """params.yaml (or ``<pipeline>/params.yaml``): every section and key of ``cfg``, each under its help."""
     cfg = cfg or Config()
     paper = profiles()["paper"]
+    what = (
+        f"the `{pipeline}` profile's pipeline ({pipeline}/dvc.yaml): the schema's defaults with the profile "
+        f"(src/fluxir/config/presets.py) applied and its data and reports under data/{pipeline}/ and "
+        f"reports/{pipeline}/"
+        if pipeline
+        else "the schema's defaults (src/fluxir/config/), the tiny CPU profile: a random-weight "
+        "FLUX-architecture model (plumbing, not quality)"
+    )
     lines = _comment(
         "fluxir parameters: one section per stage (plus model and tracking). `fluxir config check` validates "
-        "this file; `fluxir config show` prints every key with its help. The values are the schema's "
-        "defaults (src/fluxir/config/), the tiny CPU profile: a random-weight FLUX-architecture model "
-        "(plumbing, not quality); `# paper:` gives the paper profile's value. Generated by "
-        "`fluxir config write-defaults`: change a default in the schema, a value for a run here (or with "
-        "--set key=value, or a profile).",
+        f"this file; `fluxir config show` prints every key with its help. The values are {what}; "
+        "`# paper:` gives the paper profile's value. Generated by `fluxir config write-defaults`: change a "
+        "default in the schema, a value for a run here (or with --set key=value, or a profile).",
         "",
     )
     docs = field_docs(Config)
