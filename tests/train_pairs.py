@@ -81,6 +81,20 @@ def write_params(
     return path
 
 
+def deepspeed_env() -> dict[str, str]:
+    """The environment of a DeepSpeed test run: one OpenMP thread, and DeepSpeed's CPU comm op built once per
+    venv (its default cache, ~/.cache/torch_extensions, is shared by every checkout and rebuilt, ~1 min, when
+    another venv's torch used it)."""
+    import os
+    import sys
+
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",  # a second thread on a busy small machine makes steps ~10x slower
+        "TORCH_EXTENSIONS_DIR": str(Path(sys.prefix) / "torch_extensions"),
+    }
+
+
 def train_stage_args(out: str, *settings: str) -> list[str]:
     """Arguments of ``python -m fluxir.stages.train`` for ``params.yaml`` with outputs in ``data/<out>`` and
     ``reports/<out>``, plus more ``--set`` settings (``key=value``)."""

@@ -1,5 +1,5 @@
-"""The adapter learns: `python -m fluxir.stages.train` with the tiny profile of params.yaml (DeepSpeed
-ZeRO-2, one process, 60 steps at lr 1e-2) on pairs degraded from real scikit-image photos lowers the
+"""The adapter learns: `python -m fluxir.stages.train` with the tiny profile of params.yaml (torch
+engine, one process, 60 steps at lr 1e-2) on pairs degraded from real scikit-image photos lowers the
 held-out validation loss (fixed t and noise) by at least 30% from step 0, and the run is in MLflow.
 
 The tiny FLUX has random weights: this shows the training loop optimises, not that it restores images.

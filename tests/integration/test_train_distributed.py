@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file
-from train_pairs import train_stage_args, write_pairs, write_params
+from train_pairs import deepspeed_env, train_stage_args, write_pairs, write_params
 
 from fluxir.net import free_port
 
@@ -32,7 +31,9 @@ STATE = "checkpoints/step_00000006/trainer_state.json"
 
 def train(project: Path, out: str, processes: int, zero: int) -> subprocess.CompletedProcess:
     args = train_stage_args(
-        out, f"train.deepspeed_config={REPO / 'configs' / 'deepspeed' / f'zero{zero}.json'}"
+        out,
+        "train.engine=deepspeed",
+        f"train.deepspeed_config={REPO / 'configs' / 'deepspeed' / f'zero{zero}.json'}",
     )
     if processes == 1:
         cmd = [sys.executable, "-m", "fluxir.stages.train", *args]
@@ -48,8 +49,7 @@ def train(project: Path, out: str, processes: int, zero: int) -> subprocess.Comp
             "fluxir.stages.train",
             *args,
         ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on a small machine: no oversubscription
-    done = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=400, env=env)
+    done = subprocess.run(cmd, cwd=project, capture_output=True, text=True, timeout=400, env=deepspeed_env())
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 

@@ -3,7 +3,6 @@ uninterrupted run's loss curve, validation curve and adapter bit for bit (CPU, o
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 
 import pytest
 from safetensors.torch import load_file
-from train_pairs import train_stage_args, write_pairs, write_params
+from train_pairs import deepspeed_env, train_stage_args, write_pairs, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -19,12 +18,11 @@ STEPS = 8
 KILL_AFTER = 4  # checkpoint step the killed run must have written, plus one more logged step
 
 
-# One thread: on a small shared machine a second OpenMP thread waiting on a busy core makes steps ~10x slower.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ENV = deepspeed_env()
 
 
 def train_args(out: str) -> list[str]:
-    return [sys.executable, "-m", "fluxir.stages.train", *train_stage_args(out)]
+    return [sys.executable, "-m", "fluxir.stages.train", *train_stage_args(out, "train.engine=deepspeed")]
 
 
 def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_model_dir):

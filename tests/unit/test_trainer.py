@@ -374,7 +374,7 @@ def test_train_config_errors_are_one_line(tmp_path, section, message):
 def test_params_yaml_train_section_is_the_tiny_profile():
     cfg = load_config(REPO / "params.yaml").train
     assert cfg == Config().train  # the dataclass defaults are the tiny profile too
-    assert cfg.engine == "deepspeed" and cfg.rank == 32 and cfg.alpha == 1.0 and cfg.sampler_eps == 0.05
+    assert cfg.engine == "torch" and cfg.rank == 32 and cfg.alpha == 1.0 and cfg.sampler_eps == 0.05
     assert TrainConfig(rank=None).rank is None  # null: full rank
 
 

@@ -199,8 +199,9 @@ class TrainConfig:
     """Encode HQ/LQ latents and the empty-prompt embeddings once per dataset and model version, and reuse them."""
     cache_dir: Str = "data/cache"
     """Where latent caches live: one folder per key (manifest hash, VAE and text-encoder files, dtype, scale)."""
-    engine: Literal["deepspeed", "torch"] = "deepspeed"
-    """deepspeed: ZeRO over one or more processes (gloo on CPU, nccl on GPU); torch: plain AdamW, one process."""
+    engine: Literal["deepspeed", "torch"] = "torch"
+    """torch: plain AdamW, one process; deepspeed: ZeRO over one or more processes (gloo on CPU, nccl on GPU). The
+    tiny profile uses torch: DeepSpeed's CPU comm op costs a one-time ~1 min build and gains nothing in one process."""
     deepspeed_config: Str = "configs/deepspeed/zero2.json"
     """ZeRO settings (configs/deepspeed/zero2.json or zero3.json); batch sizes, optimizer, clipping and bf16 come from here."""
     rank: Int | None = Field(32, ge=1)
