@@ -64,7 +64,6 @@ PAPER: dict[str, Any] = {
     "train.pixel_target": "printed",
     "train.alpha": 1.0,
     "train.engine": "deepspeed",
-    "train.engine": "deepspeed",
     "train.lr": 1.0e-5,
     "train.batch_size": 64,
     "train.max_steps": 21_875,
