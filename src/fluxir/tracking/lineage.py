@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from fluxir.errors import redact
 from fluxir.io import write_json_atomic
 from fluxir.net import http_status
-from fluxir.tracking.runs import flatten, lineage_tags, tracking_uri
+from fluxir.tracking.runs import flatten, follow_project, lineage_tags, tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -79,6 +79,7 @@ def resolve_uri(uri: str, root: str | os.PathLike = ".") -> str:
 def _client(uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
+    follow_project(uri)  # a copied project's store writes artifacts into its own mlruns/
     return MlflowClient(tracking_uri=uri)
 
 

@@ -7,13 +7,14 @@ Nothing that looks like a credential is logged: :func:`log_config` drops secret-
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from fluxir.errors import redact as redact_text
@@ -61,6 +62,64 @@ def tracking_uri(configured: str) -> str:
     """
     bound_http_requests()
     return os.environ.get("MLFLOW_TRACKING_URI") or configured or DEFAULT_TRACKING_URI
+
+
+# Columns of MLflow's SQL store that hold artifact locations (absolute: MLflow resolves them at creation).
+_ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+)
+
+
+def follow_project(uri: str) -> list[str]:
+    """Point a project-local store's artifact locations at the project it now lives in; returns the old roots.
+
+    MLflow stores every artifact location absolute, so a copied or moved project's ``mlruns.db`` would
+    keep writing artifacts into the original's ``mlruns/`` (or into a folder that is gone). For a local
+    ``sqlite:///.../mlruns.db``, an experiment whose artifacts live in ``<old>/mlruns/<id>`` is re-pointed
+    to ``<here>/mlruns/<id>`` (with its runs, logged models and model versions) when ``<old>`` is another
+    copy of this project (its own store file is not this one) or no longer exists. Artifacts kept on
+    purpose elsewhere (a folder with no store file beside it, S3) are left as they are.
+    """
+    import sqlite3
+
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix) or not Path(uri[len(prefix) :]).is_file():
+        return []
+    db = Path(uri[len(prefix) :]).absolute()
+    here = db.resolve().parent
+    olds: set[str] = set()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        try:
+            locations = [loc for (loc,) in con.execute("SELECT artifact_location FROM experiments")]
+        except sqlite3.Error:
+            return []
+        for loc in locations:
+            path = PurePosixPath(str(loc or "").removeprefix("file://"))
+            if not path.is_absolute() or path.parent.name != "mlruns":
+                continue
+            old = Path(path.parent.parent)
+            store = old / db.name
+            moved = not old.exists() or (store.is_file() and not store.samefile(db))
+            if old != here and moved:
+                olds.add(str(old))
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for old in sorted(olds):
+            for table, column in _ARTIFACT_COLUMNS:
+                if table not in tables:
+                    continue
+                for scheme in ("", "file://"):
+                    before, after = f"{scheme}{old}/mlruns/", f"{scheme}{here}/mlruns/"
+                    con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "  # noqa: S608 (fixed names)
+                        f"WHERE substr({column}, 1, ?) = ?",
+                        (after, len(before) + 1, len(before), before),
+                    )
+        con.commit()
+    return sorted(olds)
 
 
 def _git(repo_root: Path, *args: str) -> str | None:
@@ -115,6 +174,7 @@ def start_run(
 
     if uri is not None:
         mlflow.set_tracking_uri(tracking_uri(uri))
+    follow_project(str(mlflow.get_tracking_uri()))  # a copied project writes into its own mlruns/
     mlflow.set_experiment(experiment)
     all_tags = {**(lineage_tags(repo_root) if repo_root is not None else {}), **(tags or {})}
     with mlflow.start_run(
