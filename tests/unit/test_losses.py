@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fluxir.train.losses import LossTerms, fluxir_loss, vae_decoder, velocity_target
+from fluxir.train.losses import LossTerms, draw_crop, fluxir_loss, vae_decoder, velocity_target
 
 
 def _tiny_batch():
@@ -164,3 +164,49 @@ def test_the_two_pixel_targets_differ_and_agree_at_the_true_velocity():
         assert exact.pixel.item() == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="pixel_target='z1'"):
         fluxir_loss(v_p, v_gt, z0, t, decode=_curved_decode, pixel_target="z1")
+
+
+@pytest.mark.parametrize("pixel_target", ["printed", "x0"])
+def test_the_inference_mode_target_leaves_loss_and_gradient_unchanged(pixel_target):
+    # Reference: both decodes with autograd on, the target detached afterwards (the loss before the change).
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 3, 3, padding=1)
+    z0, v_gt, v_p0 = torch.randn(2, 4, 6, 8), torch.randn(2, 4, 6, 8), torch.randn(2, 4, 6, 8)
+    t = torch.tensor([0.25, 0.75])
+    t_b = t.view(-1, 1, 1, 1)
+    v_p = v_p0.clone().requires_grad_(True)
+    if pixel_target == "printed":
+        z_pred, z_target = z0 + t_b * v_p, z0 + t_b * v_gt
+    else:
+        z_pred, z_target = z0 + t_b * v_gt - t_b * v_p, z0
+    want = (v_p - v_gt).square().mean() + (conv(z_pred) - conv(z_target).detach()).abs().mean()
+    want.backward()
+    want_grad, v_p.grad = v_p.grad.clone(), None
+    got = fluxir_loss(v_p, v_gt, z0, t, decode=conv, pixel_target=pixel_target)
+    got.total.backward()
+    assert got.total.item() == pytest.approx(want.item(), rel=1e-6)
+    torch.testing.assert_close(v_p.grad, want_grad)
+    assert conv.weight.grad is not None  # the prediction's decode is still backpropagated
+
+
+def test_pixel_crop_decodes_one_window_of_both_latents():
+    shapes, calls = [], []
+
+    def spy(z):
+        shapes.append(tuple(z.shape))
+        calls.append(z.clone())
+        return z
+
+    z0, v_gt = torch.randn(2, 16, 12, 16), torch.randn(2, 16, 12, 16)
+    t = torch.tensor([0.5, 0.5])
+    crop = draw_crop(12, 16, 8, torch.Generator().manual_seed(3))
+    assert crop is not None and (crop.height, crop.width) == (8, 8)
+    assert 0 <= crop.top <= 4 and 0 <= crop.left <= 8
+    assert crop == draw_crop(12, 16, 8, torch.Generator().manual_seed(3))  # a function of the generator
+    fluxir_loss(v_gt + 1, v_gt, z0, t, decode=spy, crop=crop)
+    assert shapes == [(2, 16, 8, 8), (2, 16, 8, 8)]
+    z_t = z0 + 0.5 * v_gt
+    torch.testing.assert_close(calls[1], z_t[..., crop.top : crop.top + 8, crop.left : crop.left + 8])
+    assert draw_crop(12, 16, 0) is None and draw_crop(12, 16, 16) is None  # off, or the whole latent
+    tall = draw_crop(12, 16, 14, torch.Generator().manual_seed(0))
+    assert tall is not None and (tall.top, tall.height, tall.width) == (0, 12, 14)  # clipped to the latent

@@ -140,6 +140,19 @@ def test_model_gets_t_and_guidance_exactly_as_the_pipeline_passes_them(make, mon
     assert seen["encoder_hidden_states"].shape == (2, 32, 32) and seen["txt_ids"].shape == (32, 3)
 
 
+def test_pixel_crop_decodes_one_window_of_the_step_latents(make):
+    trainer = make(pixel_crop=4)
+    decode, shapes = trainer.decode, []
+
+    def spy(z):
+        shapes.append(tuple(z.shape[-2:]))
+        return decode(z)
+
+    trainer.decode = spy
+    result = trainer.train_step(0)
+    assert shapes == [(4, 4), (4, 4)] and result.pixel > 0  # prediction and target, the same window
+
+
 def test_draws_of_a_step_depend_on_seed_and_step_only():
     a, b = step_generator(0, 5), step_generator(0, 5)
     assert torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))

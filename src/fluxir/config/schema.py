@@ -244,6 +244,8 @@ class TrainConfig:
     """Add the VAE-decoded L1 term L_P (eq. 9); false: Table 3's 'w/o L_P' rows."""
     pixel_target: Literal["printed", "x0"] = "printed"
     """What L_P decodes: printed (eq. 9 as printed: z0 + t v_p vs z0 + t v_gt = z_t) or x0 (z_t - t v_p vs z0)."""
+    pixel_crop: Int = Field(0, ge=0)
+    """L_P decodes a random pixel_crop x pixel_crop window of the latent (8 px each) instead of all of it; 0: off (paper)."""
     alpha: Float = Field(1.0, ge=0)
     """Weight of L_P in L = L_MSE + alpha L_P (eq. 10; paper: 1)."""
     ema_decay: Float = Field(0.0, ge=0, lt=1)

@@ -27,6 +27,13 @@ neither term scales with batch or image size.
 Latents are the VAE's scaled latents, ``(z - shift) * scale``, unpacked, shape (B, 16, h, w); ``v_p`` and
 ``v_gt`` have the same layout and ``t`` is (B,), broadcast over the other dims. ``decode`` maps a scaled
 latent to an image; ``vae_decoder(vae)`` builds one that undoes the scaling first.
+
+Cost: L_P decodes twice per step and backpropagates through the decoder once; it was ~60% of a step at
+FLUX.1-dev shapes. The target decode needs no gradient, so it runs under ``torch.inference_mode`` (no
+graph, no saved activations) in the decoder's dtype, the training one. ``crop`` (``train.pixel_crop``,
+default off) decodes both latents on the same random square of the latent instead of the whole: the
+decoder's cost falls with the area, at the price of a term seen near the crop's borders through the
+decoder's zero padding rather than the rest of the image.
 """
 
 from __future__ import annotations
@@ -39,6 +46,30 @@ import torch
 Decode = Callable[[torch.Tensor], torch.Tensor]
 PIXEL_TARGETS = ("printed", "x0")
 """Forms of eq. 9: as printed (noisy latents) or on the clean estimate (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A window of the latent, (top, left, height, width) in latent pixels."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def apply(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents[..., self.top : self.top + self.height, self.left : self.left + self.width]
+
+
+def draw_crop(height: int, width: int, size: int, generator: torch.Generator | None = None) -> Crop | None:
+    """A uniformly placed ``size`` x ``size`` window (clipped to the latent) of an (height, width) latent;
+    None when ``size`` is 0 or covers the whole latent."""
+    if size <= 0 or (size >= height and size >= width):
+        return None
+    h, w = min(size, height), min(size, width)
+    top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+    left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+    return Crop(top, left, h, w)
 
 
 @dataclass(frozen=True)
@@ -78,13 +109,14 @@ def fluxir_loss(
     alpha: float = 1.0,
     pixel_loss: bool = True,
     pixel_target: str = "printed",
+    crop: Crop | None = None,
 ) -> LossTerms:
     """``L = L_MSE + alpha L_P`` (eq. 10) for predicted velocity ``v_pred`` and target ``v_target`` (eq. 7).
 
     ``pixel_target`` picks the form of L_P: "printed" (eq. 9 as printed) or "x0" (the clean estimate).
 
     Gradients reach ``v_pred`` only: ``v_target``, ``z0`` and ``t`` are data and are detached, and the
-    target decoding runs without autograd. ``pixel_loss=False`` or ``alpha=0`` (the Table 3 "w/o L_P"
+    target decoding runs under inference mode. ``crop`` decodes both latents on that window only. ``pixel_loss=False`` or ``alpha=0`` (the Table 3 "w/o L_P"
     rows) returns the MSE alone and never calls ``decode``.
     """
     if v_pred.shape != v_target.shape or v_pred.shape != z0.shape:
@@ -111,13 +143,17 @@ def fluxir_loss(
     t_b = t.to(z0.dtype).reshape(-1, *([1] * (z0.ndim - 1)))  # (B,) -> (B, 1, 1, 1)
     v_pred_ = v_pred.to(z0.dtype)
     if pixel_target == "printed":
-        x_pred = decode(z0 + t_b * v_pred_)  # eq. 9, first term
-        with torch.no_grad():
-            x_target = decode(z0 + t_b * v_target)  # eq. 9, second term; equals V_d(z_t)
+        z_pred = z0 + t_b * v_pred_  # eq. 9, first term
+        z_target = z0 + t_b * v_target  # eq. 9, second term; equals z_t
     else:
         z_t = z0 + t_b * v_target  # = (1 - t) z0 + t z1, the model's input
-        x_pred = decode(z_t - t_b * v_pred_)  # the clean estimate x0_hat
-        with torch.no_grad():
-            x_target = decode(z0)
+        z_pred, z_target = z_t - t_b * v_pred_, z0  # the clean estimate x0_hat against z0
+    if crop is not None:
+        z_pred, z_target = crop.apply(z_pred), crop.apply(z_target)
+    x_pred = decode(z_pred)
+    # No graph and no saved activations for the target: only the prediction's decode is backpropagated
+    # (the L1's backward does not need the target's values kept for autograd).
+    with torch.inference_mode():
+        x_target = decode(z_target)
     pixel = (x_pred.float() - x_target.float()).abs().mean()
     return LossTerms(total=mse + alpha * pixel, mse=mse, pixel=pixel)  # eq. 10

@@ -43,7 +43,7 @@ from fluxir.train.checkpoint import TrainerState
 from fluxir.train.data import BucketBatches, PairLatents
 from fluxir.train.ema import AdapterEMA, master_weights
 from fluxir.train.engine import Engine, World, all_reduce_mean, barrier, micro_batch_size
-from fluxir.train.losses import Decode, LossTerms, fluxir_loss, velocity_target
+from fluxir.train.losses import Crop, Decode, LossTerms, draw_crop, fluxir_loss, velocity_target
 from fluxir.train.runlog import RunLog, device_type, peak_memory_gib, tracked_run
 from fluxir.train.sampler import make_sampler
 from fluxir.train.validation import heldout_psnr, restore_grid, validation_loss
@@ -183,9 +183,14 @@ class Trainer:
         return FluxPipeline._unpack_latents(out, h * 8, w * 8, 8)  # (B, C, h, w)
 
     def loss(
-        self, v_pred: torch.Tensor, v_target: torch.Tensor, z0: torch.Tensor, t: torch.Tensor
+        self,
+        v_pred: torch.Tensor,
+        v_target: torch.Tensor,
+        z0: torch.Tensor,
+        t: torch.Tensor,
+        crop: Crop | None = None,
     ) -> LossTerms:
-        """L = L_MSE + alpha L_P (eq. 10); override for other objectives."""
+        """L = L_MSE + alpha L_P (eq. 10), L_P on ``crop`` of the latent if given; override for other objectives."""
         return fluxir_loss(
             v_pred,
             v_target,
@@ -195,20 +200,31 @@ class Trainer:
             alpha=self.cfg.alpha,
             pixel_loss=self.cfg.pixel_loss and self.decode is not None,
             pixel_target=self.cfg.pixel_target,
+            crop=crop,
         )
 
     def compute_loss(
-        self, z0: torch.Tensor, z_lq: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+        self,
+        z0: torch.Tensor,
+        z_lq: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        crop: Crop | None = None,
     ) -> LossTerms:
         """Loss terms of one micro-batch; z0, z_lq, noise (B, C, h, w) float32 on the device, t (B,)."""
         t_b = t.view(-1, 1, 1, 1)
         z_t = (1 - t_b) * z0 + t_b * noise  # eq. 1
-        return self.loss(self.predict(z_t, z_lq, t), velocity_target(z0, noise), z0, t)  # eq. 7
+        return self.loss(self.predict(z_t, z_lq, t), velocity_target(z0, noise), z0, t, crop)  # eq. 7
 
     def forward_backward_step(
-        self, z0: torch.Tensor, z_lq: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+        self,
+        z0: torch.Tensor,
+        z_lq: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        crop: Crop | None = None,
     ) -> LossTerms:
-        terms = self.compute_loss(z0, z_lq, t, noise)
+        terms = self.compute_loss(z0, z_lq, t, noise, crop)
         self.engine.backward(terms.total)
         return terms
 
@@ -223,6 +239,8 @@ class Trainer:
         noise_all = torch.randn(  # (B, C, h, w) z1
             (len(indices), self.latent_channels, pair.height // 8, pair.width // 8), generator=generator
         )
+        # drawn after t and noise, so those stay what they are without a crop; one window per global batch
+        crop = draw_crop(pair.height // 8, pair.width // 8, self.cfg.pixel_crop, generator)
         lr = self.engine.lr  # the lr this step's update uses
         sums = torch.zeros(3, device=dev)
         for accum in range(self.cfg.grad_accum):
@@ -233,6 +251,7 @@ class Trainer:
                 z_lq.to(dev, torch.float32),
                 t_all[lo : lo + self.micro].to(dev),
                 noise_all[lo : lo + self.micro].to(dev),
+                crop,
             )
             sums += torch.stack([terms.total, terms.mse, terms.pixel]).detach()
             self.engine.step()
