@@ -147,3 +147,20 @@ def test_the_flow_refuses_foreign_projects_and_path_overrides(params: dict, name
     )  # fmt: skip
     _check(done, 2, *names)
     assert (REPO / "params.yaml").read_bytes() == before  # nothing was written, so nothing ran
+
+
+@pytest.mark.parametrize("device", ["cuda:abc", "cudax"])
+def test_an_invalid_device_is_one_line(project: Path, device: str) -> None:
+    _check(_run(project, "degrade", "--set", f"score.device={device}"), 2, "score.device", "cuda:N")
+
+
+def test_a_missing_gpu_is_one_line() -> None:
+    import torch
+
+    from fluxir.errors import UserError
+    from fluxir.models.flux import pick_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        pick_device("cuda")

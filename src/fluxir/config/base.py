@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import Annotated, Any, TypeVar
 
 from pydantic import (
@@ -68,8 +69,12 @@ Bool = StrictBool
 Str = StrictStr
 
 
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d{1,3})?)$")
+
+
 def _device(value: str) -> str:
-    if value not in ("auto", "cpu") and not value.startswith("cuda"):
+    # checked whole: 'cuda:abc' or 'cudax' would otherwise pass here and fail deep inside torch
+    if not _DEVICE.match(value):
         raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return value
 

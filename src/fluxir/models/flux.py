@@ -125,10 +125,25 @@ def load_flux(
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    """'auto' -> cuda when present, else cpu; anything else as given."""
+    """'auto' -> cuda when present, else cpu; anything else as given, if this machine has it.
+
+    A CUDA device that is not there is a one-line UserError here, before any model is loaded, rather
+    than torch's traceback at the first tensor moved to it.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(
+                f"device {device!r}: no CUDA GPU is visible to torch; set the device to 'auto' or 'cpu'"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise UserError(
+                f"device {device!r}: this machine has {count} CUDA device(s) (cuda:0 .. cuda:{count - 1})"
+            )
+    return dev
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
