@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from fluxir.errors import UserError, report
+from fluxir.errors import UserError, report, report_path_error
 
 # name -> (module, one-line help). Add a line here when a command is built; never list a stub.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except UserError as exc:
         return report(args.command, exc)
+    except OSError as exc:  # a path the user chose that cannot be written: one line, not a traceback
+        status = report_path_error(args.command, exc)
+        if status is None:
+            raise
+        return status
 
 
 if __name__ == "__main__":

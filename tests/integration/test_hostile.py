@@ -164,3 +164,27 @@ def test_a_missing_gpu_is_one_line() -> None:
         pytest.skip("this machine has a GPU")
     with pytest.raises(UserError, match="no CUDA GPU"):
         pick_device("cuda")
+
+
+def test_an_out_dir_that_is_a_file_is_one_line(project: Path) -> None:
+    (project / "data" / "afile").write_text("a user's file")
+    line = _check(
+        _run(project, "generate", "--no-progress", "--set", "generate.out_dir=data/afile"), 2, "data/afile"
+    )
+    assert "choose another path" in line
+    assert (project / "data" / "afile").read_text() == "a user's file"
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_dir_is_one_line(project: Path) -> None:
+    locked = project / "data" / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        _check(
+            _run(project, "generate", "--no-progress", "--set", "generate.out_dir=data/locked/gen"),
+            2,
+            "locked",
+        )
+    finally:
+        locked.chmod(0o755)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fluxir.config import Config, load_config, parse_override
-from fluxir.errors import RedactFilter, UserError, report
+from fluxir.errors import RedactFilter, UserError, report, report_path_error
 from fluxir.stages.library_bars import disable_library_bars
 
 
@@ -93,3 +93,8 @@ def run_stage(
         return int(run(args) or 0)
     except UserError as exc:
         return report(name, exc)
+    except OSError as exc:  # a path the user chose that cannot be written: one line, not a traceback
+        status = report_path_error(name, exc)
+        if status is None:
+            raise
+        return status
