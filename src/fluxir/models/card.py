@@ -203,7 +203,11 @@ def card_body(
         total = sum(device_seconds.values()) / 3600
         lines.append(_table([*ledger, ("total", f"{total:.4f}")], head=("device type", "device-hours")))
     else:
-        lines.append("No cost ledger was recorded.")
+        lines.append(
+            "No cost ledger in this folder: device-hours are wall-clock facts of one run, recorded with the "
+            "training run in MLflow (`cost_ledger` table), so this folder stays a pure function of code, "
+            "settings and data."
+        )
     lines += ["", "## Evaluation", ""]
     lines.append(
         benchmark.strip()

@@ -397,9 +397,9 @@ class Trainer:
                     self.save_checkpoint(state)
             self.export_adapter()
             if main:  # README.md model card beside the weights: base, licence, data, settings, cost
-                write_model_card(
-                    self.out_dir / ADAPTER_DIR, self.config, state.device_seconds, Path(cfg.report_dir).parent
-                )
+                # no cost ledger here: the adapter folder is a DVC output and must not change with wall-clock
+                # time; the ledger goes to the training run in MLflow (runlog)
+                write_model_card(self.out_dir / ADAPTER_DIR, self.config, None, Path(cfg.report_dir).parent)
             self.grid(state.step, run_log)
             summary = self._summary(state)
             if run_log is not None:
