@@ -106,8 +106,10 @@ def missing_fr_weights(name: str, hub: Path) -> str | None:
         if not path.is_file():
             url = next((u + path.name for prefix, u in _FR_URLS.items() if rel.startswith(prefix)), "")
             return (
-                f"weight file {path.name} is not in {path.parent} (from {url}); copy it there, set "
-                "score.torch_home to a folder holding hub/, or set score.allow_download: true"
+                # named relative to TORCH_HOME, not this machine's folder: the text lands in DVC-tracked reports
+                f"weight file {path.name} is not in $TORCH_HOME/hub/{Path(rel).parent.as_posix()} (from {url}); "
+                "copy it there (TORCH_HOME: score.torch_home, else the environment's or ~/.cache/torch), "
+                "or set score.allow_download: true"
             )
     return None
 
