@@ -16,7 +16,7 @@ from fluxir.data.manifest import read_manifest, write_manifest
 from fluxir.data.paths import UnsafePathError, check_id, check_inside, resolve_inside
 from fluxir.errors import UserError
 
-HOSTILE_IDS = ["../../../x", "/abs/x", "a/b", "..", ".hidden", "x" * 129, "a\nb", ""]
+HOSTILE_IDS = ["../../../x", "/abs/x", "a/b", "..", ".hidden", "-rf", "x" * 201, "a\nb", "ab\n", ""]
 HOSTILE_PATHS = ["../../etc/passwd", "/etc/passwd", "hq/../../../etc/passwd"]
 
 

@@ -15,8 +15,9 @@ from pathlib import Path, PurePath
 
 from fluxir.errors import UserError
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-"""A row id: a plain file-name stem (letters, digits, ``_ . -``, at most 128 characters), never ``..``."""
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}$")
+"""A row id: a plain file-name stem (letters, digits, ``_ . -``; not starting with ``.`` or ``-``; at most 200
+characters), never ``..``: benchmark ids flattened from nested names (``Canon__Canon_001``) fit."""
 
 
 class UnsafePathError(UserError, ValueError):
@@ -26,9 +27,9 @@ class UnsafePathError(UserError, ValueError):
 def check_id(value: object, where: str) -> str:
     """``value`` if it is a plain id (see :data:`ID_PATTERN`); UnsafePathError naming ``where`` if not."""
     text = str(value)
-    if not ID_PATTERN.match(text) or ".." in text:
+    if not ID_PATTERN.fullmatch(text) or ".." in text:
         raise UnsafePathError(
-            f"{where}: id {text!r} is not a plain name (letters, digits, _ . -, no '..', at most 128 "
+            f"{where}: id {text!r} is not a plain name (letters, digits, _ . -, no '..', at most 200 "
             "characters); fix or remove the row"
         )
     return text

@@ -45,14 +45,14 @@ def check_shards(num_shards: Any, shard_deployment: Any, shard_url: Any) -> None
     if shard_deployment not in (None, "", SHARD_DEPLOYMENT):
         raise UserError(f"shard_deployment={shard_deployment!r}: must be empty or {SHARD_DEPLOYMENT!r}")
     if shard_url not in (None, "") and (
-        not isinstance(shard_url, str) or not S3_URL.match(shard_url) or ".." in shard_url
+        not isinstance(shard_url, str) or not S3_URL.fullmatch(shard_url) or ".." in shard_url
     ):
         raise UserError(f"shard_url={shard_url!r}: must be s3://bucket/prefix (letters, digits, _ . = -)")
 
 
 def check_run_key(run_key: Any) -> str:
     """A shard run key names a folder under the project's scratch space: a plain id, never a path."""
-    if not isinstance(run_key, str) or not RUN_KEY.match(run_key) or ".." in run_key:
+    if not isinstance(run_key, str) or not RUN_KEY.fullmatch(run_key) or ".." in run_key:
         raise UserError(f"run_key={run_key!r}: must be a plain id (letters, digits, _ . -), not a path")
     return run_key
 
