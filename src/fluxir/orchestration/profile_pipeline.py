@@ -35,6 +35,7 @@ COMMON_DEPS = [
     "src/fluxir/config",
     "src/fluxir/tracking",
     "src/fluxir/stages/__init__.py",
+    "src/fluxir/stages/library_bars.py",
 ]
 
 BASE_STAGES: dict[str, dict[str, dict[str, Any]]] = {
