@@ -135,3 +135,23 @@ def test_degrade_stops_on_a_hostile_id_and_writes_nothing(tmp_path, monkeypatch,
     assert not (tmp_path / "data" / "degrade").exists()
     assert sorted(p for p in Path("/").glob("x")) + sorted(tmp_path.parent.glob("*x")) == before
     assert not os.path.exists(tmp_path.parent.parent / "x")
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"id": "a", "hq_path": "../../etc/passwd", "lq_path": "lq/a.png"},
+        {"id": "a", "hq_path": "hq/a.png", "lq_path": "/etc/passwd"},
+        {"id": "../../x", "hq_path": "hq/a.png", "lq_path": "lq/a.png"},
+    ],
+)
+def test_degrade_records_stay_inside_out_dir(tmp_path: Path, record: dict) -> None:
+    import json
+
+    from fluxir.stages.degrade import RUN_RECORD, _previous_rows
+
+    (tmp_path / RUN_RECORD).write_text(json.dumps({"key": "k"}))
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "a.json").write_text(json.dumps(record))
+    with pytest.raises(UnsafePathError, match="a.json"):
+        _previous_rows(tmp_path, "k")

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from fluxir.config import Config, DegradeConfig, to_dict
 from fluxir.data.images import ImageDecodeError, load_rgb, write_image_atomic
 from fluxir.data.manifest import MANIFEST_NAME, write_manifest
+from fluxir.data.paths import check_id, resolve_inside
 from fluxir.data.validate import KindSpec, Rule, read_validated, register_kind, validate_manifest
 from fluxir.degradation import crop_skip_reason, degrade_pair, image_rng, resolve_params
 from fluxir.io import sha256_bytes, write_bytes_atomic
@@ -77,7 +78,11 @@ def _previous_rows(out_dir: Path, key: str) -> dict[str, dict[str, Any]]:
     rows = {}
     for sidecar in (out_dir / "records").glob("*.json"):
         row = json.loads(sidecar.read_text())
-        row.update({key: str(out_dir / row[key]) for key in ("hq_path", "lq_path")})  # stored relative
+        check_id(row.get("id"), str(sidecar))
+        # stored relative to out_dir; a record is data too, so its paths must stay inside out_dir
+        row.update(
+            {k: str(resolve_inside(out_dir, str(row[k]), f"{sidecar} {k}")) for k in ("hq_path", "lq_path")}
+        )
         if Path(row["hq_path"]).is_file() and Path(row["lq_path"]).is_file():
             rows[row["id"]] = row
     return rows
