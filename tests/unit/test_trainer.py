@@ -453,3 +453,19 @@ def test_gpu_bench_flop_formula_at_flux_dev_size():
 def test_gpu_bench_without_cuda_says_so(capsys):
     assert _bench().main([]) == 2
     assert "no CUDA device found" in capsys.readouterr().out
+
+
+def test_a_non_finite_loss_stops_training_before_backward(make, monkeypatch):
+    from fluxir.train.trainer import NonFiniteLossError
+
+    trainer = make()
+    real = trainer.compute_loss
+
+    def nan_loss(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        return type(terms)(total=terms.total * float("nan"), mse=terms.mse, pixel=terms.pixel)
+
+    monkeypatch.setattr(trainer, "compute_loss", nan_loss)
+    monkeypatch.setattr(trainer.engine, "backward", lambda loss: pytest.fail("backward ran on a NaN loss"))
+    with pytest.raises(NonFiniteLossError, match="loss is nan"):
+        trainer.train_step(0)

@@ -31,6 +31,7 @@ import torch
 from diffusers import FluxPipeline
 
 from fluxir.config import Config, ConfigError, to_dict
+from fluxir.errors import UserError
 from fluxir.io import replace_dir, write_json_atomic
 from fluxir.models.adapter import FluxIRAdapter
 from fluxir.models.adapter_files import StoredPrompt
@@ -78,6 +79,10 @@ class Prompt:
     embeds: torch.Tensor
     pooled: torch.Tensor
     text_ids: torch.Tensor
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """A NaN or infinite loss: training stops rather than train on it and report NaN metrics."""
 
 
 @dataclass(frozen=True)
@@ -225,6 +230,13 @@ class Trainer:
         crop: Crop | None = None,
     ) -> LossTerms:
         terms = self.compute_loss(z0, z_lq, t, noise, crop)
+        # Checked before backward, so no NaN gradient reaches the optimizer or a checkpoint; the one
+        # device sync per micro-step is cheap next to the step itself.
+        if not bool(torch.isfinite(terms.total)):
+            raise NonFiniteLossError(
+                f"the training loss is {terms.total.item()} (t={t.flatten().tolist()}); lower train.lr or "
+                "train.grad_clip, or check the settings and the pairs; the last checkpoint is kept"
+            )
         self.engine.backward(terms.total)
         return terms
 
