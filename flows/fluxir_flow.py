@@ -81,13 +81,17 @@ def reproduce(stage: str, project: Path, env: dict[str, str]) -> None:
 # Generation is retried: a lost GPU, a preempted node or a full disk are worth another try, and a retry
 # renders only the images that are still missing.
 @task(retries=2, retry_delay_seconds=[5, 30], task_run_name="generate {start}+{count}")
-def generate_range(project: Path, start: int, count: int, scratch: Path, overrides: dict[str, Any]) -> dict:
-    return shards.generate_shard(project, start, count, scratch, overrides, on_line=_log)
+def generate_range(
+    project: Path, start: int, count: int, scratch: Path, overrides: dict[str, Any], env: dict[str, str]
+) -> dict:
+    return shards.generate_shard(project, start, count, scratch, overrides, env=env, on_line=_log)
 
 
 @task(task_run_name="score {workdir.name}")
-def score_range(project: Path, slice_dir: Path, workdir: Path, overrides: dict[str, Any]) -> str:
-    return str(shards.score_shard(project, slice_dir, workdir, overrides, on_line=_log))
+def score_range(
+    project: Path, slice_dir: Path, workdir: Path, overrides: dict[str, Any], env: dict[str, str]
+) -> str:
+    return str(shards.score_shard(project, slice_dir, workdir, overrides, env=env, on_line=_log))
 
 
 @task(retries=3, retry_delay_seconds=[2, 10, 30], task_run_name="upload {url}")
@@ -177,8 +181,9 @@ def score(project: Path, cfg: Any, env: dict[str, str], sharding: Sharding) -> N
 def _run_shards(stage: str, ranges: list[tuple[int, int]], project: Path, sharding: Sharding) -> list[Path]:
     """Run the shards of ``stage`` (tasks here, or flow runs on a work pool); returns their local folders."""
     futures = []
-    for s, c in ranges:
+    for i, (s, c) in enumerate(ranges):
         work = sharding.work(project, stage, s, c)
+        env = shards.shard_env(i, len(ranges))  # local shards share this machine's cores and GPUs
         if sharding.deployment:
             params = {
                 "run_key": sharding.run_key,
@@ -188,9 +193,9 @@ def _run_shards(stage: str, ranges: list[tuple[int, int]], project: Path, shardi
             }
             futures.append(run_shard.submit(sharding.deployment, stage, s, c, params))
         elif stage == "generate":
-            futures.append(generate_range.submit(project, s, c, work, sharding.overrides))
+            futures.append(generate_range.submit(project, s, c, work, sharding.overrides, env))
         else:
-            futures.append(score_range.submit(project, work / "in", work, sharding.overrides))
+            futures.append(score_range.submit(project, work / "in", work, sharding.overrides, env))
     for f in futures:
         f.result()  # raises the first shard failure
     folders = [sharding.work(project, stage, s, c) for s, c in ranges]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -107,3 +108,42 @@ def test_gather_scores_needs_score_columns(tmp_path):
     manifest = _generate_manifest(tmp_path / "generate", n=2)
     with pytest.raises(shards.ShardError, match="no score columns"):
         shards.gather_scores([manifest], tmp_path / "score")
+
+
+# ----------------------------------------------------------------------------------------------
+# Local shards' share of the machine
+
+
+def test_each_local_shard_gets_its_share_of_cores_and_one_gpu(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    envs = [shards.shard_env(i, 4, cores=16, gpus=2) for i in range(4)]
+    assert {e["OMP_NUM_THREADS"] for e in envs} == {"4"} and envs[0]["MKL_NUM_THREADS"] == "4"
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0", "1"]
+    assert shards.shard_env(0, 8, cores=2, gpus=0) == dict.fromkeys(shards.THREAD_VARIABLES, "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # a machine share given to us: pin within it
+    assert shards.gpu_count() == 2
+    assert [shards.shard_env(i, 2, cores=4)["CUDA_VISIBLE_DEVICES"] for i in range(2)] == ["3", "5"]
+
+
+def test_a_shard_process_receives_its_threads_and_gpu(tmp_path):
+    from fluxir.orchestration.dvc import run_command
+
+    probe = "import os, torch; print(os.environ['CUDA_VISIBLE_DEVICES'], torch.get_num_threads())"
+    lines = run_command(
+        [sys.executable, "-c", probe], tmp_path, shards.shard_env(1, 2, cores=4, gpus=2), lambda _: None
+    )
+    assert lines[-1] == "1 2"  # torch's intra-op pool follows OMP_NUM_THREADS
+
+
+def test_shard_workers_are_pinned_one_per_gpu(tmp_path, monkeypatch):
+    from fluxir.orchestration import services
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(shards, "gpu_count", lambda: 2)
+    monkeypatch.setattr(shards.os, "cpu_count", lambda: 16)
+    planned, _ = services.plan(tmp_path, shard_workers=2, fixed_ports=False)
+    workers = [s for s in planned if s.name.startswith("shard-worker-")]
+    assert [(w.env["CUDA_VISIBLE_DEVICES"], w.env["OMP_NUM_THREADS"]) for w in workers] == [
+        ("0", "8"),
+        ("1", "8"),
+    ]

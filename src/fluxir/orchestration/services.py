@@ -39,6 +39,7 @@ from fluxir.errors import UserError, report
 from fluxir.io import write_json_atomic, write_text_atomic
 from fluxir.net import LOOPBACK, free_port, http_ok
 from fluxir.orchestration.processes import launch, read_pid, stop_pid, stop_pids, tail
+from fluxir.orchestration.shards import shard_env
 
 HOST = LOOPBACK
 STATE_DIR = ".services"
@@ -189,7 +190,10 @@ def plan(
             "--limit", "1", "--name", f"{SHARD_POOL}-{i + 1}",
         ]  # fmt: skip
         ready = lambda since, name=f"{SHARD_POOL}-{i + 1}": _worker_online(api, name, since)  # noqa: E731
-        services.append(Service(f"shard-worker-{i + 1}", worker, ready, env=prefect_env))
+        # one worker per GPU pinned to it (GPU machine), each with its share of the cores; its flow runs
+        # and their stage processes inherit this environment
+        pinned = {**prefect_env, **shard_env(i, shard_workers)}
+        services.append(Service(f"shard-worker-{i + 1}", worker, ready, env=pinned))
     if app:
         port = free_port(APP_PORT if fixed_ports else None)
         url = f"http://{HOST}:{port}"
