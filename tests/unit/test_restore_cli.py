@@ -126,3 +126,25 @@ def test_adapter_for_another_base_shape_is_one_line_error(model_dirs, odd_folder
     )
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("fluxir restore: error: adapter was built for") and "num_single_layers" in err
+
+
+def test_memory_tiling_and_colour_flags_reach_the_restore(model_dirs, odd_folder, tmp_path, capsys):
+    base, adapter = model_dirs
+    image = str(odd_folder / "rgb.png")
+    plain = ["--color-fix", "none", "--tile-mode", "per_tile"]
+    outputs = {}
+    for name, flags in (
+        ("plain", plain),
+        ("sequential", [*plain, "--offload", "sequential", "--dtype", "fp32"]),
+        ("wavelet", ["--color-fix", "wavelet", "--tile-mode", "per_tile"]),
+        ("bf16", [*plain, "--dtype", "bf16", "--offload", "model"]),
+    ):
+        assert run_restore([image, str(tmp_path / f"{name}.png"), *flags], base, adapter) == 0
+        outputs[name] = np.asarray(Image.open(tmp_path / f"{name}.png"))
+    np.testing.assert_array_equal(outputs["sequential"], outputs["plain"])  # offloading changes no pixel
+    assert not np.array_equal(outputs["wavelet"], outputs["plain"])
+    assert not np.array_equal(outputs["bf16"], outputs["plain"])  # bf16 weights: other rounding
+    capsys.readouterr()
+    assert run_restore([image, str(tmp_path / "x.png"), "--tile-batch", "-1"], base, adapter) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "restore.tile_batch=-1" in err[0]
