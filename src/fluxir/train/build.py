@@ -20,7 +20,7 @@ import torch
 from fluxir.config import Config, ConfigError
 from fluxir.io import sha256_file
 from fluxir.models.adapter import FluxIRAdapter
-from fluxir.models.flux import DTYPES, load_flux, resolve_base
+from fluxir.models.flux import DTYPES, NO_TEXT_ENCODERS, load_flux, resolve_base
 from fluxir.restoration.pipeline import FluxIRPipeline
 from fluxir.train.data import (
     BucketBatches,
@@ -37,8 +37,6 @@ from fluxir.train.losses import vae_decoder
 from fluxir.train.trainer import Prompt, TrainData, Trainer
 
 log = logging.getLogger(__name__)
-
-_NO_TEXT_ENCODERS = dict(text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None)
 
 
 def build_trainer(config: Config, trainer_class: type[Trainer] = Trainer) -> Trainer:
@@ -68,7 +66,7 @@ def build_trainer(config: Config, trainer_class: type[Trainer] = Trainer) -> Tra
     cache = make_cache()
     skip_text = cache is not None and cache.complete
     base = load_flux(
-        source, torch_dtype=dtype, device=world.device, **(_NO_TEXT_ENCODERS if skip_text else {})
+        source, torch_dtype=dtype, device=world.device, **(NO_TEXT_ENCODERS if skip_text else {})
     )
     torch.manual_seed(cfg.seed)  # the SE squeeze layers' random init
     adapter = FluxIRAdapter.from_flux(
