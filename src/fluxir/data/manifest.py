@@ -30,6 +30,10 @@ FILE_COLUMNS = (PATH_COLUMN, "hq_path", "lq_path")
 Other path-like columns (e.g. ``origin_path``, relative to an ingested folder) are kept as they are."""
 
 
+REJECTED_KIND = "rejected"
+"""Manifest kind of the files a stage skipped, with the reason."""
+
+
 def path_columns(df: pd.DataFrame) -> list[str]:
     """The columns of ``df`` that hold stage files (see FILE_COLUMNS)."""
     return [c for c in FILE_COLUMNS if c in df.columns]
@@ -68,6 +72,12 @@ def read_manifest(path: str | os.PathLike, root: str | os.PathLike | None = None
     if "id" in df.columns:
         for i, value in enumerate(df["id"]):
             check_id(value, f"{path} row {i}")
+    if df.attrs.get("kind") == REJECTED_KIND:
+        # a record of the source files a stage skipped (a user's photo folder, anywhere): never read as
+        # an input, so its paths are made absolute for the reader but not confined to the data folder
+        for column in path_columns(df):
+            df[column] = [None if p is None else os.path.normpath(base / p) for p in df[column]]
+        return df
     for column in path_columns(df):
         df[column] = [
             _inside(data_root, base, p, f"{path} row {i} {column}") for i, p in enumerate(df[column])
