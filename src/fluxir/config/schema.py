@@ -6,9 +6,8 @@ one out of range stops the run with a single line naming the key, the value and 
 ``Literal``s, and the docstring under each field is its help (``fluxir config show``, the comments of
 params.yaml). Checks that span fields are ``model_validator``s raising ConfigError with their own line.
 
-The defaults here are the only ones: they are the tiny CPU profile, params.yaml is generated from them
-(``fluxir config write-defaults``) and the profiles in ``presets`` set values over them. Why the sections
-are pydantic dataclasses rather than models, and the settings they share: see ``fluxir.config.base``.
+The defaults here are the only ones (the tiny CPU profile); params.yaml is generated from them and the
+profiles in ``presets`` set values over them. Why pydantic dataclasses: see ``fluxir.config.base``.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fluxir.errors import UserError
+from fluxir.stages import add_common_arguments
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -324,15 +325,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--examples", type=Path, help="a folder of images offered as examples too")
     parser.add_argument("--max-upload-mb", type=float, default=MAX_UPLOAD_MB, help="largest upload accepted")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file for defaults")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. restore.steps=8 (repeatable)",
-    )
+    add_common_arguments(parser)  # --params (the page's defaults) and --set key=value, as the stages take
 
 
 def run(args: argparse.Namespace) -> int:
