@@ -22,7 +22,6 @@ import csv
 import io
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -36,10 +35,11 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 from PIL import Image
 
 from fluxir.config import PretrainConfig
+from fluxir.io import replace_dir, write_bytes_atomic
 from fluxir.models.tiny import FLUX_SCHEDULER, build_tiny_pipeline
 from fluxir.pretrain import crops as C
 from fluxir.pretrain import photos as P
-from fluxir.pretrain.checkpoint import fingerprint
+from fluxir.pretrain.checkpoint import fingerprint, publish_dir
 from fluxir.pretrain.prior import (
     build_transformer,
     empty_prompt,
@@ -58,15 +58,7 @@ BANK_CROPS_STREAM = 5  # step_rng stream of the prior's training crops
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
 
 
 def write_curve(path: Path, curve: list[tuple[int, float]]) -> None:
@@ -120,9 +112,8 @@ def save_pipeline(pipe: FluxPipeline, out_dir: Path, note: str) -> Path:
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / "FLUXIR_MINI.txt").write_text(note)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        publish_dir(tmp)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fluxir.io import atomic_path
 
 
 def fingerprint(settings: dict[str, Any]) -> str:
@@ -37,15 +38,15 @@ class TrainState:
 
 def save_state(path: Path, state: TrainState) -> None:
     """Write ``state`` to ``path`` via a temporary file and a rename (a crash leaves the old one intact)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state.__dict__, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+def publish_dir(folder: Path) -> None:
+    """Give a folder made by ``tempfile.mkdtemp`` (mode 0700) the mode a plain ``mkdir`` would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
 
 
 def load_state(path: Path, expected_fingerprint: str) -> TrainState | None:

@@ -20,7 +20,6 @@ import hashlib
 import importlib.metadata
 import io
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -28,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from fluxir.io import replace_dir
+from fluxir.pretrain.checkpoint import publish_dir
 
 TRAIN, HELD_OUT = "train", "held_out"
 MANIFEST = "manifest.json"
@@ -268,9 +270,8 @@ def write_photo_set(out_dir: str | Path, photos: tuple[PhotoSource, ...] = PHOTO
             )
         manifest = {"photos": [asdict(r) for r in records]}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        publish_dir(tmp)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
