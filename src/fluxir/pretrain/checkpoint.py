@@ -53,7 +53,7 @@ def load_state(path: Path, expected_fingerprint: str) -> TrainState | None:
     """The saved state at ``path`` if it exists and was made with the same settings, else None."""
     if not path.is_file():
         return None
-    data = torch.load(path, map_location="cpu", weights_only=False)
+    data = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
     if data.get("fingerprint") != expected_fingerprint:
         return None
     return TrainState(**data)
