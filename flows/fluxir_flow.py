@@ -82,14 +82,23 @@ def reproduce(stage: str, project: Path, env: dict[str, str]) -> None:
 # renders only the images that are still missing.
 @task(retries=2, retry_delay_seconds=[5, 30], task_run_name="generate {start}+{count}")
 def generate_range(
-    project: Path, start: int, count: int, scratch: Path, overrides: dict[str, Any], env: dict[str, str]
+    project: Path,
+    start: int,
+    count: int,
+    scratch: Path,
+    overrides: dict[str, Any],
+    env: dict[str, str] | None = None,  # local shards: their thread/GPU share; a worker's shard: its own
 ) -> dict:
     return shards.generate_shard(project, start, count, scratch, overrides, env=env, on_line=_log)
 
 
 @task(task_run_name="score {workdir.name}")
 def score_range(
-    project: Path, slice_dir: Path, workdir: Path, overrides: dict[str, Any], env: dict[str, str]
+    project: Path,
+    slice_dir: Path,
+    workdir: Path,
+    overrides: dict[str, Any],
+    env: dict[str, str] | None = None,
 ) -> str:
     return str(shards.score_shard(project, slice_dir, workdir, overrides, env=env, on_line=_log))
 
