@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -38,3 +39,23 @@ def write_params(folder: Path, **sections: dict) -> Path:
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread for the module that imports this fixture: on a small shared machine a second
+    thread waiting on a busy core makes tiny-model tests ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_restorer(rank: int = 8, scale: float = 0.05):
+    """The tiny base (seed 0) with a randomised adapter of ``rank``: a restorer whose output depends on it."""
+    from fluxir.models.adapter import FluxIRAdapter
+    from fluxir.models.tiny import build_tiny_pipeline
+    from fluxir.restoration.pipeline import FluxIRPipeline
+
+    base = build_tiny_pipeline(seed=0)
+    return FluxIRPipeline(base, randomise(FluxIRAdapter.from_flux(base.transformer, rank=rank), scale=scale))

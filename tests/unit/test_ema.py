@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import one_thread  # noqa: F401 (a fixture)
 from safetensors.torch import load_file
 from train_pairs import write_pairs, write_params
 
@@ -14,14 +15,6 @@ from fluxir.models.adapter import FluxIRAdapter
 from fluxir.models.adapter_files import EMA_FILE, PROMPT_FILE
 from fluxir.train.build import build_trainer
 from fluxir.train.ema import AdapterEMA
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

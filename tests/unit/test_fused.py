@@ -6,29 +6,18 @@ import numpy as np
 import pytest
 import torch
 from diffusers import FluxPipeline
-from helpers import randomise
+from helpers import one_thread, tiny_restorer  # noqa: F401 (one_thread: a fixture)
 from PIL import Image
 from skimage import data as skdata
 
-from fluxir.models.adapter import FluxIRAdapter
-from fluxir.models.tiny import build_tiny_pipeline
 from fluxir.restoration.fused import fused_sample, latent_tiles, tiled_decode, tiled_encode, weight_maps
 from fluxir.restoration.pipeline import FluxIRPipeline, RestoreOptions, upscale_lq
 from fluxir.restoration.tiling import exclusive_mask, layout, seam_score
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pipeline() -> FluxIRPipeline:
-    base = build_tiny_pipeline(seed=0)
-    return FluxIRPipeline(base, randomise(FluxIRAdapter.from_flux(base.transformer, rank=8), scale=0.05))
+    return tiny_restorer()
 
 
 def lq_photo(side: int) -> np.ndarray:

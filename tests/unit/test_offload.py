@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from accelerate.hooks import ModelHook, add_hook_to_module
-from helpers import randomise
+from helpers import one_thread, tiny_restorer  # noqa: F401 (one_thread: a fixture)
 from PIL import Image
 from skimage import data as skdata
 
-from fluxir.models.adapter import FluxIRAdapter
-from fluxir.models.tiny import build_tiny_pipeline
 from fluxir.restoration.pipeline import FluxIRPipeline, RestoreOptions
 
 OPTIONS = RestoreOptions(steps=2, tile=128, overlap=32, seed=4)  # fused tiles: 3 x 3
@@ -31,18 +28,9 @@ class Counter(ModelHook):
         return args, kwargs
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pipeline() -> FluxIRPipeline:
-    base = build_tiny_pipeline(seed=0)
-    return FluxIRPipeline(base, randomise(FluxIRAdapter.from_flux(base.transformer, rank=8), scale=0.05))
+    return tiny_restorer()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import FluxPipeline
+from helpers import one_thread  # noqa: F401 (a fixture)
 from train_pairs import write_pairs, write_params
 
 from fluxir.config import Config, ConfigError, TrainConfig, load_config
@@ -34,15 +35,6 @@ from fluxir.train.losses import fluxir_loss, vae_decoder
 from fluxir.train.trainer import Trainer, resume_conflicts, step_generator
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared machine a second one waiting on a busy core is ~10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
