@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from fluxir.models.adapter_files import PROMPT_KEYS
+from fluxir.models.flux import NO_TEXT_ENCODERS
 from fluxir.restoration.color import COLOR_FIXES, apply_color_fix
 from fluxir.restoration.pipeline import FluxIRPipeline, RestoreOptions, upscale_lq
 
@@ -21,8 +23,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 # Components a FluxPipeline needs only to encode prompts: skipped when stored embeddings stand in.
-NO_TEXT_ENCODERS = dict(text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None)
-PROMPT_KEYS = ("prompt_embeds", "pooled", "text_ids")
 
 
 def load_pipeline(

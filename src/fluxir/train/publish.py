@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fluxir.config import Config, to_dict
+from fluxir.models.adapter_files import PROMPT_FILE
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -23,13 +24,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PROMPT_FILE = "prompt.safetensors"
-
 
 def _save_prompt(prompt: Prompt, folder: Path) -> Path:
     from safetensors.torch import save_file
 
-    from fluxir.restoration.single import PROMPT_KEYS
+    from fluxir.models.adapter_files import PROMPT_KEYS
 
     tensors = (prompt.embeds, prompt.pooled, prompt.text_ids)
     path = folder / PROMPT_FILE
