@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,28 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+
+_MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+
+
+@pytest.fixture(autouse=True)
+def mlflow_state_stays_in_its_test():
+    """MLflow keeps the tracking URI and the active experiment id in module globals and exports both to
+    the environment; a test that starts a run would otherwise hand its experiment id (valid only in its
+    own database) to every later test. Put the environment and the globals back after each test."""
+    saved = {name: os.environ.get(name) for name in _MLFLOW_ENV}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if "mlflow" in sys.modules:
+        import mlflow.tracking._tracking_service.utils as tracking_utils
+        import mlflow.tracking.fluent as fluent
+
+        fluent._active_experiment_id = None
+        tracking_utils._tracking_uri = None
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ def registered(adapter_dir, tmp_path_factory) -> tuple[str, str]:
     (folder / PROMPT_FILE).rename(prompt)
     uri = f"sqlite:///{root / 'mlruns.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("restore-test")  # by name: an experiment id left by another test means nothing here
     with mlflow.start_run() as run:
         info = mlflow.pyfunc.log_model(
             name="adapter",

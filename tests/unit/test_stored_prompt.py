@@ -66,8 +66,10 @@ def test_restore_never_builds_text_encoders_and_matches_encoding_on_the_fly(
     assert pipeline.base.text_encoder is None and pipeline.base.text_encoder_2 is None
     np.testing.assert_array_equal(pipeline(lq, OPTIONS), on_the_fly)
     assert built == []
-    with pytest.raises(AssertionError, match="T5EncoderModel instantiated"):  # the guard does bite
+    # the guard does bite; diffusers loads components in no fixed order, so either encoder may be first
+    with pytest.raises(AssertionError, match="(T5EncoderModel|CLIPTextModel) instantiated"):
         FluxIRPipeline.from_pretrained(tiny_model_dir, old)
+    assert built in (["T5EncoderModel"], ["CLIPTextModel"])
 
 
 def test_a_base_folder_without_text_encoders_loads_when_they_are_left_out(tiny_model_dir, tmp_path):
