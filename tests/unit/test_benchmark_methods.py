@@ -97,3 +97,32 @@ def test_fluxir_method_restores_with_the_adapter(tmp_path, tiny_model_dir):
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
     assert np.array_equal(out, method.pipeline(lq, options))  # seeded: the same restoration again
     assert "2 Euler steps" in method.description
+
+
+def test_the_untrained_method_is_the_adapter_at_initialisation(tmp_path, tiny_model_dir):
+    from helpers import randomise
+
+    from fluxir.models.adapter import FluxIRAdapter
+    from fluxir.models.flux import load_flux
+
+    base = load_flux(tiny_model_dir).transformer
+    torch.manual_seed(0)
+    fresh = FluxIRAdapter.from_flux(base, rank=4, max_sequence_length=16)
+    randomise(FluxIRAdapter.from_flux(base, rank=4, max_sequence_length=16), seed=3).save_pretrained(
+        tmp_path / "trained"
+    )
+    fresh.save_pretrained(tmp_path / "fresh")
+    options = RestoreOptions(scale=4, steps=2, tile=64, overlap=16, seed=0)
+    load = lambda folder, **kw: FluxIRMethod.load(  # noqa: E731
+        str(tiny_model_dir), tmp_path / folder, options, torch.float32, "cpu", **kw
+    )
+    trained, untrained, reference = load("trained"), load("trained", untrained=True), load("fresh")
+    assert (trained.name, untrained.name) == ("fluxir", "fluxir-untrained")
+    assert "at initialisation" in untrained.description
+    state, expected = untrained.pipeline.model.adapter.state_dict(), fresh.state_dict()
+    assert state.keys() == expected.keys()
+    for key in expected:  # every weight back to from_flux's: copies of the base, zeros where it zero-inits
+        torch.testing.assert_close(state[key], expected[key], rtol=0, atol=0, msg=key)
+    lq = _lq(8, 8)
+    np.testing.assert_array_equal(untrained(lq), reference(lq))
+    assert not np.array_equal(trained(lq), untrained(lq))

@@ -1,6 +1,8 @@
 """Restoration methods for Table 1, behind one call: ``method(lq uint8 HxWx3) -> uint8 (H*s)x(W*s)x3``.
 
   fluxir    the trained adapter on the base FLUX (:class:`fluxir.restoration.pipeline.FluxIRPipeline`, restore.* settings)
+  fluxir-untrained  the same base, sampler and adapter shape with the adapter as initialised (zero-init control):
+            what the base alone makes of the LQ input, so the gap to fluxir is what training taught
   bicubic   PIL bicubic x scale: the same upscale FluxIR sees as its control image
   lanczos   PIL Lanczos x scale
   <name>    a single-image SR checkpoint the user supplies (Real-ESRGAN, BSRGAN, SwinIR, ...), loaded with
@@ -124,13 +126,16 @@ class SpandrelMethod:
 class FluxIRMethod:
     """The trained adapter, restoring with restore.* (steps, guidance, tile, overlap, seed)."""
 
-    name = "fluxir"
-
-    def __init__(self, pipeline: Any, options: Any, adapter: Path):
-        self.pipeline, self.options, self.adapter = pipeline, options, adapter
+    def __init__(self, pipeline: Any, options: Any, adapter: Path, untrained: bool = False):
+        self.pipeline, self.options, self.adapter, self.untrained = pipeline, options, adapter, untrained
+        self.name = "fluxir-untrained" if untrained else "fluxir"
 
     @classmethod
-    def load(cls, base: str, adapter: str | Path, options: Any, dtype: Any, device: Any) -> FluxIRMethod:
+    def load(
+        cls, base: str, adapter: str | Path, options: Any, dtype: Any, device: Any, untrained: bool = False
+    ) -> FluxIRMethod:
+        """The adapter folder on ``base``; ``untrained`` puts the adapter's weights back to their
+        initialisation (same settings, seeded by ``options.seed``) after loading."""
         from fluxir.restoration.pipeline import FluxIRPipeline
 
         adapter = Path(adapter)
@@ -141,15 +146,40 @@ class FluxIRMethod:
             )
         pipeline = FluxIRPipeline.from_pretrained(base, adapter, dtype=dtype, device=device)
         pipeline.model.adapter.check_compatible(pipeline.base.transformer)
-        return cls(pipeline, options, adapter)
+        if untrained:
+            reset_adapter(pipeline, seed=options.seed)
+        return cls(pipeline, options, adapter, untrained)
 
     @property
     def description(self) -> str:
         o = self.options
-        return f"FluxIR adapter {self.adapter}, {o.steps} Euler steps, guidance {o.guidance}, seed {o.seed}"
+        what = f"adapter {self.adapter} at initialisation" if self.untrained else f"adapter {self.adapter}"
+        return f"FluxIR {what}, {o.steps} Euler steps, guidance {o.guidance}, seed {o.seed}"
 
     def __call__(self, lq: np.ndarray) -> np.ndarray:
         return self.pipeline(lq, self.options)
+
+
+def reset_adapter(pipeline: Any, seed: int) -> None:
+    """Replace the pipeline's adapter weights with a fresh ``FluxIRAdapter.from_flux`` of the same settings:
+    control block and embedders copied from the base, zero-initialised outputs, theta_p = theta_y = 0."""
+    import torch
+
+    from fluxir.models.adapter import FluxIRAdapter
+
+    trained = pipeline.model.adapter
+    c = trained.config
+    torch.manual_seed(seed)
+    fresh = FluxIRAdapter.from_flux(
+        pipeline.base.transformer,
+        rank=c.rank,
+        control=c.control,
+        text_control=c.text_control,
+        learnable_embeddings=c.learnable_embeddings,
+        max_sequence_length=c.max_sequence_length,
+        dtype=trained.dtype,
+    )
+    trained.load_state_dict(fresh.state_dict())
 
 
 def column_order(methods: Sequence[str], sr_models: Sequence[str]) -> list[str]:
@@ -171,14 +201,12 @@ def build_methods(cfg: Any) -> list[Method]:
     for name in column_order(b.methods, list(paths)):
         if name in INTERPOLATIONS:
             out.append(Interpolation(name, r.scale))
-        elif name == "fluxir":
+        elif name in ("fluxir", "fluxir-untrained"):
             options = RestoreOptions(r.scale, r.steps, r.guidance, r.tile, r.overlap, r.seed)
             base = resolve_base(cfg.model.base, cfg.model.tiny_dir)
-            out.append(
-                FluxIRMethod.load(
-                    base, b.adapter, options, DTYPES[cfg.model.dtype], pick_device(cfg.model.device)
-                )
-            )
+            dtype, device = DTYPES[cfg.model.dtype], pick_device(cfg.model.device)
+            untrained = name == "fluxir-untrained"
+            out.append(FluxIRMethod.load(base, b.adapter, options, dtype, device, untrained=untrained))
         elif name == "realesrgan-x4plus":
             from fluxir.benchmark.ncnn_convert import cached_realesrgan_x4plus
 

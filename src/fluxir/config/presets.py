@@ -112,12 +112,12 @@ MINI_PHOTOS = "data/pretrain/photos"
 
 MINI: dict[str, Any] = {
     # The base: trained by the pipeline's pretrain stage (pretrain.*), loaded from its folder like any
-    # diffusers FLUX snapshot; its prior saw the empty prompt at 64 T5 tokens.
+    # diffusers FLUX snapshot; its prior saw the empty prompt at 32 T5 tokens.
     "model.base": "data/models/mini-flux",
-    "model.max_sequence_length": 64,
+    "model.max_sequence_length": 32,
     "pretrain.out_dir": "data/models/mini-flux",
     "pretrain.photos_dir": MINI_PHOTOS,
-    "pretrain.max_sequence_length": 64,
+    "pretrain.max_sequence_length": 32,
     # FluxGen-mini: the prior's own images (it learned 128 px crops), scored, filtered, degraded
     "generate.num_images": 96,
     "generate.width": 128,
@@ -143,9 +143,11 @@ MINI: dict[str, Any] = {
             hq_dir=f"{MINI_PHOTOS}/held_out",
             num_crops=12,
             hq_crop=128,
-        )
+        ),
+        # the held-out photos as they are (no synthetic degradation): centre crops, no-reference metrics only
+        _testset(name="heldout-lq", kind="lq_only", hq_dir="", lq_dir=f"{MINI_PHOTOS}/held_out", lq_crop=64),
     ],
-    "benchmark.methods": ["bicubic", "lanczos", "realesrgan-x4plus", "fluxir"],
+    "benchmark.methods": ["bicubic", "lanczos", "realesrgan-x4plus", "fluxir-untrained", "fluxir"],
     "benchmark.metrics": ["psnr", "ssim", "piqe"],
 }
 """The mini profile: a FLUX-architecture base trained here on CPU (pretrain), then the whole chain on it.

@@ -27,20 +27,20 @@ class PretrainConfig:
     """Seeds weights, crops, noise and timesteps; the same seed and settings give the same files."""
     threads: Int = Field(2, ge=0, le=256)
     """torch CPU threads (0: torch's default)."""
-    checkpoint_every: Int = Field(200, ge=1)
+    checkpoint_every: Int = Field(100, ge=1)
     """Save the training state every this many steps (and at the end)."""
     pyramid_levels: Int = Field(3, ge=1, le=6)
     """Crops come from each photo at scales 1, 1/2, ... (this many levels): fine texture and whole scenes."""
 
-    vae_widths: list[Int] = Field(default_factory=lambda: [32, 64, 128, 128])
+    vae_widths: list[Int] = Field(default_factory=lambda: [16, 32, 64, 128])
     """Channels of the VAE's 4 blocks (FLUX.1-dev: 128, 256, 512, 512); 4 blocks give x8 downsampling."""
     vae_layers_per_block: Int = Field(1, ge=1, le=4)
     """Resnet layers per VAE block (FLUX.1-dev: 2)."""
-    vae_crop: Int = Field(64, ge=16, multiple_of=16)
+    vae_crop: Int = Field(32, ge=16, multiple_of=16)
     """Side of the square training crops of the VAE, in pixels."""
-    vae_batch: Int = Field(16, ge=1)
+    vae_batch: Int = Field(8, ge=1)
     """Crops per VAE training step."""
-    vae_steps: Int = Field(2000, ge=0)
+    vae_steps: Int = Field(3000, ge=0)
     """VAE optimizer steps."""
     vae_lr: Float = Field(1e-3, gt=0, le=1)
     """Peak AdamW learning rate of the VAE (linear warm-up, then cosine decay to 5%)."""
@@ -63,13 +63,13 @@ class PretrainConfig:
     """Side of the square photo crops whose latents the prior learns (128 px -> 8x8 packed tokens)."""
     prior_batch: Int = Field(16, ge=1)
     """Latents per prior training step."""
-    prior_steps: Int = Field(2000, ge=0)
+    prior_steps: Int = Field(600, ge=0)
     """Prior optimizer steps."""
     prior_lr: Float = Field(5e-4, gt=0, le=1)
     """Peak AdamW learning rate of the prior (linear warm-up, then cosine decay to 5%)."""
-    prior_bank: Int = Field(2048, ge=1)
+    prior_bank: Int = Field(1024, ge=1)
     """Train crops encoded once by the trained VAE; the prior samples its batches from them."""
-    max_sequence_length: Int = Field(64, ge=1, le=512)
+    max_sequence_length: Int = Field(32, ge=1, le=512)
     """T5 tokens of the (empty) prompt at training; sample with the same model.max_sequence_length."""
     guidance_min: Float = Field(1.0, ge=0)
     """Lowest guidance value fed to the guidance embedder in training (drawn uniformly per sample)."""
