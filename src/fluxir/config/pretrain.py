@@ -40,7 +40,7 @@ class PretrainConfig:
     """Side of the square training crops of the VAE, in pixels."""
     vae_batch: Int = Field(8, ge=1)
     """Crops per VAE training step."""
-    vae_steps: Int = Field(3000, ge=0)
+    vae_steps: Int = Field(8000, ge=0)
     """VAE optimizer steps."""
     vae_lr: Float = Field(1e-3, gt=0, le=1)
     """Peak AdamW learning rate of the VAE (linear warm-up, then cosine decay to 5%)."""
@@ -63,7 +63,7 @@ class PretrainConfig:
     """Side of the square photo crops whose latents the prior learns (128 px -> 8x8 packed tokens)."""
     prior_batch: Int = Field(16, ge=1)
     """Latents per prior training step."""
-    prior_steps: Int = Field(600, ge=0)
+    prior_steps: Int = Field(800, ge=0)
     """Prior optimizer steps."""
     prior_lr: Float = Field(5e-4, gt=0, le=1)
     """Peak AdamW learning rate of the prior (linear warm-up, then cosine decay to 5%)."""
