@@ -185,7 +185,7 @@ def test_the_web_page_restores_with_the_registry_champion(demo, client):
     import torch
 
     from fluxir.serving.adapters import AdapterCache
-    from fluxir.serving.app import AppSettings, on_restore
+    from fluxir.serving.app import AppSettings, RestoreRequest, on_restore
 
     if client.get_registered_model(NAME).aliases.get("champion") is None:
         client.set_registered_model_alias(NAME, "champion", "1")
@@ -200,9 +200,9 @@ def test_the_web_page_restores_with_the_registry_champion(demo, client):
     cache = AdapterCache(settings.base, torch.float32, torch.device("cpu"), NAME)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{demo / 'mlruns.db'}")
-        pair, download, status = on_restore(
-            str(photo), "registry: champion", 2, 1024, "none", 0, settings, cache
-        )
+        request = RestoreRequest(str(photo), "registry: champion", 2, 1024, "none", 0)
+        pair, download, status = on_restore(request, settings, cache)
         assert pair[1].shape == (256, 256, 3) and Image.open(download).size == (256, 256), status
-        _, _, status = on_restore(str(photo), "registry: 9", 2, 1024, "none", 0, settings, cache)
+        request = RestoreRequest(str(photo), "registry: 9", 2, 1024, "none", 0)
+        _, _, status = on_restore(request, settings, cache)
     assert "Cannot restore" in status and "models:/fluxir-adapter/9" in status

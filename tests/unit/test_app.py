@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from fluxir.serving.adapters import AdapterCache, AdapterChoiceError, Choice, default_choices, parse_choice
-from fluxir.serving.app import AppSettings, on_input, on_restore
+from fluxir.serving.app import AppSettings, RestoreRequest, on_input, on_restore
 from fluxir.serving.inputs import UploadError, read_upload
 
 
@@ -82,17 +82,8 @@ def test_restore_fills_the_slider_and_the_download(tmp_path, settings, cache, co
     path = tmp_path / "photo.png"
     Image.fromarray(np.ascontiguousarray(data.astronaut()[100:164, 180:244])).save(path)
     calls = []
-    pair, download, status = on_restore(
-        str(path),
-        settings.adapter,
-        2,
-        1024,
-        color_fix,
-        0,
-        settings,
-        cache,
-        lambda f, desc: calls.append(desc),
-    )
+    request = RestoreRequest(str(path), settings.adapter, 2, 1024, color_fix, 0)
+    pair, download, status = on_restore(request, settings, cache, lambda f, desc: calls.append(desc))
     before, after = pair
     assert before.shape == after.shape == (256, 256, 3)
     assert Image.open(download).size == (256, 256)
@@ -103,10 +94,10 @@ def test_restore_fills_the_slider_and_the_download(tmp_path, settings, cache, co
 
 
 def test_restore_without_input_or_with_a_bad_adapter_says_why(tmp_path, settings, cache, awkward_dir):
-    assert on_restore(None, settings.adapter, 2, 1024, "none", 0, settings, cache)[2].startswith("**Cannot")
-    pair, download, status = on_restore(
-        str(awkward_dir["good.png"]), f"folder: {tmp_path}", 2, 1024, "none", 0, settings, cache
-    )
+    nothing = RestoreRequest(None, settings.adapter, 2, 1024, "none", 0)
+    assert on_restore(nothing, settings, cache)[2].startswith("**Cannot")
+    request = RestoreRequest(str(awkward_dir["good.png"]), f"folder: {tmp_path}", 2, 1024, "none", 0)
+    pair, download, status = on_restore(request, settings, cache)
     assert pair is None and download is None and "is not an adapter folder (no config.json)" in status
 
 

@@ -17,7 +17,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,18 +145,23 @@ def on_input(path: str | None, settings: AppSettings) -> tuple[Any, str, str | N
     )
 
 
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What the page sends for one restoration: the input file and the values of its controls."""
+
+    path: str | None
+    adapter: str
+    steps: float
+    tile: float
+    color_fix: str
+    seed: float
+
+
 def on_restore(
-    path: str | None,
-    adapter: str,
-    steps: float,
-    tile: float,
-    color_fix: str,
-    seed: float,
-    settings: AppSettings,
-    cache: AdapterCache,
-    progress: Any = None,
+    request: RestoreRequest, settings: AppSettings, cache: AdapterCache, progress: Any = None
 ) -> tuple[Any, str | None, str]:
     """Restore the current input: ((bicubic, restored) for the slider, the PNG to download, status)."""
+    path, adapter, steps, tile, color_fix, seed = astuple(request)
     from fluxir.data.images import write_image_atomic
     from fluxir.restoration.pipeline import RestoreInputError, RestoreOptions, upscale_lq
     from fluxir.restoration.single import restore_image
@@ -233,7 +238,8 @@ def build_app(settings: AppSettings) -> gr.Blocks:
         seed: float,
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's injection idiom
     ) -> tuple[Any, str | None, str]:
-        return on_restore(path, adapter, steps, tile, color_fix, seed, settings, cache, progress)
+        request = RestoreRequest(path, adapter, steps, tile, color_fix, seed)
+        return on_restore(request, settings, cache, progress)
 
     with gr.Blocks(title="FluxIR: restore an image", analytics_enabled=False) as demo:
         gr.Markdown("# FluxIR: restore an image\nA FluxIR adapter on a frozen FLUX base; output is x"

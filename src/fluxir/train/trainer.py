@@ -221,20 +221,14 @@ class Trainer:
         z_t = (1 - t_b) * z0 + t_b * noise  # eq. 1
         return self.loss(self.predict(z_t, z_lq, t), velocity_target(z0, noise), z0, t, crop)  # eq. 7
 
-    def forward_backward_step(
-        self,
-        z0: torch.Tensor,
-        z_lq: torch.Tensor,
-        t: torch.Tensor,
-        noise: torch.Tensor,
-        crop: Crop | None = None,
-    ) -> LossTerms:
-        terms = self.compute_loss(z0, z_lq, t, noise, crop)
+    def forward_backward_step(self, *inputs: torch.Tensor, crop: Crop | None = None) -> LossTerms:
+        """:meth:`compute_loss` of ``inputs`` (z0, z_lq, t, noise), then its backward through the engine."""
+        terms = self.compute_loss(*inputs, crop=crop)
         # Checked before backward, so no NaN gradient reaches the optimizer or a checkpoint; the one
         # device sync per micro-step is cheap next to the step itself.
         if not bool(torch.isfinite(terms.total)):
             raise NonFiniteLossError(
-                f"the training loss is {terms.total.item()} (t={t.flatten().tolist()}); lower train.lr or "
+                f"the training loss is {terms.total.item()} (t={inputs[2].flatten().tolist()}); lower train.lr or "
                 "train.grad_clip, or check the settings and the pairs; the last checkpoint is kept"
             )
         self.engine.backward(terms.total)
@@ -263,7 +257,7 @@ class Trainer:
                 z_lq.to(dev, torch.float32),
                 t_all[lo : lo + self.micro].to(dev),
                 noise_all[lo : lo + self.micro].to(dev),
-                crop,
+                crop=crop,
             )
             sums += torch.stack([terms.total, terms.mse, terms.pixel]).detach()
             self.engine.step()
