@@ -118,6 +118,9 @@ MINI: dict[str, Any] = {
     "pretrain.out_dir": "data/models/mini-flux",
     "pretrain.photos_dir": MINI_PHOTOS,
     "pretrain.max_sequence_length": 32,
+    # One torch thread: on two cores it trains the VAE about as fast as two (6 vs 6.5-9 steps/s) and leaves
+    # a core free; two threads with the other core busy run 10-50x slower (threads wait on each other).
+    "pretrain.threads": 1,
     # FluxGen-mini: the prior's own images (it learned 128 px crops), scored, filtered, degraded
     "generate.num_images": 96,
     "generate.width": 128,
