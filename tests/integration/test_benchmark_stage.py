@@ -206,12 +206,8 @@ def _train_pairs(project: Path, n: int = 4, side: int = 32) -> Path:
     return out / "manifest.parquet"
 
 
-def test_ablate_table2_runs_five_children_of_one_parent(tmp_path, tiny_model_dir, monkeypatch, capsys):
-    import mlflow
-
-    from fluxir.models.adapter import FluxIRAdapter, count_parameters
-
-    monkeypatch.chdir(tmp_path)
+def _ablation_params(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """params.yaml in tmp_path: the tiny model, 4 pairs, one training step, one 32 px benchmark crop."""
     manifest = _train_pairs(tmp_path)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["model"].update(tiny_dir=str(tiny_model_dir), device="cpu")
@@ -224,6 +220,14 @@ def test_ablate_table2_runs_five_children_of_one_parent(tmp_path, tiny_model_dir
                                         "hq_crop": 32}]  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
+
+def test_ablate_table2_runs_five_children_of_one_parent(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    import mlflow
+
+    from fluxir.models.adapter import FluxIRAdapter, count_parameters
+
+    monkeypatch.chdir(tmp_path)
+    _ablation_params(tmp_path, tiny_model_dir)
     assert main(["ablate", "table2", "--params", "params.yaml"]) == 0
     md = (tmp_path / "reports" / "ablations" / "table2.md").read_text()
     assert md == capsys.readouterr().out.rstrip("\n") + "\n"
@@ -256,3 +260,37 @@ def test_ablate_table2_runs_five_children_of_one_parent(tmp_path, tiny_model_dir
     assert [a.path for a in client.list_artifacts(parent["run_id"].iloc[0], "tables")] == [
         "tables/table2.json"
     ]
+
+
+def test_ablate_seeds_give_mean_and_half_range_and_the_velocity_error_at_t1(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    _ablation_params(tmp_path, tiny_model_dir)
+    args = ["ablate", "table3", "--row", "Full Setting", "--seeds", "0", "1", "--params", "params.yaml"]
+    assert main(args) == 0
+    (row,) = json.loads((tmp_path / "reports/ablations/table3.json").read_text())["rows"]
+    assert [s["seed"] for s in row["seeds"]] == [0, 1] and row["status"] == "2 of 2 seeds ran"
+    for key in ("psnr", "velocity_mse_t1"):
+        values = [s["ours"][key] if key in s["ours"] else s["train"][key] for s in row["seeds"]]
+        assert values[0] != values[1]  # two seeds, two different trainings
+        assert row["ours"][key] == pytest.approx(sum(values) / 2)
+        assert row["spread"][key] == pytest.approx(abs(values[0] - values[1]) / 2)
+    for seed in (0, 1):
+        folder = tmp_path / "data/ablations/table3/Full_Setting" / f"seed-{seed}"
+        assert (folder / "train/adapter/config.json").is_file()
+    md = (tmp_path / "reports/ablations/table3.md").read_text()
+    line = next(line for line in md.splitlines() if line.startswith("| Full Setting |"))
+    assert line.count(" ± ") == 4  # PSNR, SSIM, PIQE and the velocity error, each mean ± half-range
+    assert "v-MSE t=1 ↓ (ours)" in md and "mean ± half the range over train.seed 0, 1" in md
+    csv = pd.read_csv(tmp_path / "reports/ablations/table3.csv")
+    assert csv.loc[0, "spread.velocity_mse_t1"] == pytest.approx(row["spread"]["velocity_mse_t1"])
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    runs = mlflow.search_runs(experiment_names=["fluxir"])
+    children = sorted(runs["tags.mlflow.runName"].dropna())
+    assert children == ["Full Setting (seed 0)", "Full Setting (seed 1)", "ablate-table3"]
+    assert set(runs["params.train.seed"].dropna()) == {"0", "1"}
+    assert main(["ablate", "table7", "--seeds", "0", "--params", "params.yaml"]) == 2

@@ -196,6 +196,8 @@ def markdown(
         cells = []
         for key, _, _ in ours:
             text = _fmt(r.get("ours", {}).get(key))
+            if r.get("spread", {}).get(key) is not None:
+                text += f" ± {_fmt(r['spread'][key])}"
             mark = marks[key][i]
             cells.append(f"**{text}**" if mark == "best" else f"<u>{text}</u>" if mark == "second" else text)
         if params_column:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 
 from fluxir.benchmark.ablations import TABLES_ALL
-from fluxir.config import parse_override
+from fluxir.config import ConfigError, parse_override
 from fluxir.experiments.table7 import run_table7
 from fluxir.experiments.variants import run_ablation
 from fluxir.stages import add_common_arguments, run_stage, setup_logging
@@ -35,6 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--row", action="append", default=None, help="run only this row (repeatable), e.g. 32"
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="run every row once per train.seed and report mean ± half-range (Tables 2-6), e.g. --seeds 0 1",
+    )
     add_common_arguments(parser)
 
 
@@ -42,9 +50,11 @@ def run(args: argparse.Namespace) -> int:
     setup_logging()
     overrides = dict(parse_override(text) for text in args.overrides)
     if args.table == "table7":
+        if args.seeds:
+            raise ConfigError("--seeds: Table 7 trains nothing; it applies to Tables 2-6")
         report = run_table7(args.params, overrides)
     else:
-        report = run_ablation(args.params, overrides, args.table, args.row)
+        report = run_ablation(args.params, overrides, args.table, args.row, args.seeds)
     print(report["markdown"])
     return 0
 

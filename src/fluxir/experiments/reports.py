@@ -14,6 +14,7 @@ from fluxir.benchmark.datasets import framing
 from fluxir.benchmark.report import profile_notes
 from fluxir.benchmark.runner import fidelity_setting
 from fluxir.config import BenchmarkDataset, Config
+from fluxir.experiments.rows import VELOCITY_AT_T1
 from fluxir.io import write_text_atomic
 from fluxir.tracking.lineage import profile_of
 
@@ -37,6 +38,13 @@ def write_table(
     absent = next((r["absent"] for r in rows if r.get("absent")), {})
     ours = [(k, f"{m['label']} {'↓' if m['lower_better'] else '↑'}", bool(m["lower_better"])) for k, m in info.items()
             if k not in absent and (dataset["kind"] != "lq_only" or not m["full_reference"])]  # fmt: skip
+    if any(VELOCITY_AT_T1 in r.get("train", {}) for r in rows):
+        ours.append((VELOCITY_AT_T1, "v-MSE t=1 ↓", True))
+        for r in rows:  # shown beside the benchmark means, so it is ranked and spread like them
+            if VELOCITY_AT_T1 in r.get("train", {}):
+                r["ours"][VELOCITY_AT_T1] = r["train"][VELOCITY_AT_T1]
+                if "train_spread" in r:
+                    r["spread"][VELOCITY_AT_T1] = r["train_spread"][VELOCITY_AT_T1]
     images = next((r.get("images") for r in rows if r.get("images")), "?")
     framed = framing(BenchmarkDataset(**dataset), cfg.restore.scale)
     scored_on = f"FluxIR on {dataset['name']} ({dataset['kind']}, {images} images; {framed})"
@@ -46,6 +54,14 @@ def write_table(
     notes += [f"{name} absent: {reason}" for name, reason in absent.items()]
     if table.note:
         notes.append(table.note)
+    if any(VELOCITY_AT_T1 in r["ours"] for r in rows):
+        notes.append(
+            "v-MSE t=1 (ours): the trained model's velocity MSE at t = 1 (pure noise in) on the held-out "
+            "training pairs, fixed noise: how well the LQ alone steers the first sampling step."
+        )
+    if any(r.get("seeds") for r in rows):
+        seeds = ", ".join(str(s["seed"]) for s in next(r["seeds"] for r in rows if r.get("seeds")))
+        notes.append(f"Ours: mean ± half the range over train.seed {seeds} (each seed its own run).")
     if table.params_column:
         notes.append(
             "# Params (ours): adapter without SE layers + SE layers, counted on the adapter each row ran."
@@ -60,6 +76,7 @@ def write_table(
             "row": r["label"],
             "status": r["status"],
             **{f"ours.{k}": r["ours"].get(k) for k, _, _ in ours},
+            **{f"spread.{k}": r["spread"].get(k) for k, _, _ in ours if "spread" in r},
         }
         if table.params_column:
             p = r.get("params") or {}
