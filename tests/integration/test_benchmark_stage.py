@@ -281,6 +281,8 @@ def test_ablate_seeds_give_mean_and_half_range_and_the_velocity_error_at_t1(
     for seed in (0, 1):
         folder = tmp_path / "data/ablations/table3/Full_Setting" / f"seed-{seed}"
         assert (folder / "train/adapter/config.json").is_file()
+        assert (folder / "reports/validation/benchmark").is_dir()
+    assert not (tmp_path / "reports/validation").exists()  # the pipeline's own reports are never touched
     md = (tmp_path / "reports/ablations/table3.md").read_text()
     line = next(line for line in md.splitlines() if line.startswith("| Full Setting |"))
     assert line.count(" ± ") == 4  # PSNR, SSIM, PIQE and the velocity error, each mean ± half-range

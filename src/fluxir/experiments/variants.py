@@ -42,6 +42,7 @@ def variant_overrides(
     """Overrides that give a row its own folders, score only FluxIR on one set, and keep MLflow to the row's run."""
     f = folder
     out: dict[str, Any] = {
+        "tracking.reports_dir": str(f / "reports"),  # validation reports too: never the pipeline's own
         "train.out_dir": str(f / "train"),
         "train.report_dir": str(f / "reports" / "train"),
         "train.track": False,  # the row's MLflow run gets the train metrics; the trainer would start its own run
