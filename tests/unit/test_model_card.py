@@ -45,7 +45,7 @@ def reports(tmp_path):
     ("base", "licence"),
     [
         ("tiny", "apache-2.0"),
-        ("data/models/mini-flux", "apache-2.0"),
+        ("data/models/mini-flux", "other"),
         ("black-forest-labs/FLUX.1-schnell", "apache-2.0"),
         (FLUX_DEV, "other"),
         ("/cache/hub/models--black-forest-labs--FLUX.1-dev/snapshots/0ef5fff", "other"),
@@ -58,6 +58,8 @@ def test_licence_follows_the_base_whose_weights_the_adapter_copies(base, licence
         assert base_licence(base) is FLUX_DEV_LICENCE
     if base == "someone/some-flux":
         assert "check it" in base_licence(base).why
+    if "mini" in base:
+        assert "PolyForm-Noncommercial" in base_licence(base).why
 
 
 def test_card_of_a_flux_dev_adapter_names_its_non_commercial_licence(adapter, reports):

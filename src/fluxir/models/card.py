@@ -7,7 +7,8 @@ it is (``huggingface_hub.upload_folder``). It is made with diffusers' ``load_or_
 - the base model and the licence the adapter falls under: the adapter's control block and embedders
   start as *copies of the base's weights* (``FluxIRAdapter.from_flux``), so an adapter of FLUX.1-dev is a
   derivative of FLUX.1 [dev] under its Non-Commercial licence, whatever the licence of the fluxir code;
-  the tiny and mini bases are this project's own (Apache-2.0);
+  the tiny base is this project's own (Apache-2.0); the mini base learned from photos with non-commercial
+  or unstated terms, so its adapters are for non-commercial research;
 - the training data: FluxGen's settings and the image counts after the IQA filter (``reports/``);
 - the training settings and the cost ledger (device-hours by device type);
 - the benchmark table of this version when one is known (:func:`write_model_card` ``benchmark=``).
@@ -63,9 +64,15 @@ FLUX_DEV_LICENCE = Licence(
 def base_licence(base: str) -> Licence:
     """The licence of an adapter built on ``base`` (model.base: 'tiny', a hub id or a local folder)."""
     name = base.replace("\\", "/").lower()
-    own = base in ("tiny", "mini") or Path(base).name.startswith(("tiny-flux", "mini-flux"))
-    if own:
-        return Licence(APACHE, "its base is fluxir's own random or CPU-pretrained model (Apache-2.0)")
+    if base == "tiny" or Path(base).name.startswith("tiny-flux"):
+        return Licence(APACHE, "its base is fluxir's own random-weight model (Apache-2.0)")
+    if base == "mini" or Path(base).name.startswith("mini-flux"):
+        return Licence(
+            "other",
+            "its base, fluxir's CPU-pretrained mini model, learned from packaged photos some of which are "
+            "PolyForm-Noncommercial (pyiqa's) or of unstated terms (FLUXIR_MINI.txt in the base lists each): "
+            "non-commercial research use only",
+        )
     # A hub id, or a local snapshot folder (.../models--black-forest-labs--FLUX.1-dev/snapshots/<sha>).
     if "flux.1-dev" in name:
         return FLUX_DEV_LICENCE
