@@ -68,3 +68,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run(tmp_path, tiny_mod
     a, b = load_file(tmp_path / "data/full" / weights), load_file(tmp_path / "data/run" / weights)
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     assert not list((tmp_path / "data/run/checkpoints").glob(".partial-*"))
+    # Checkpoints are a DVC output: the saved Python/NumPy/torch generator states must not depend on the
+    # process (unseeded global generators once made every run's checkpoints differ).
+    final = f"checkpoints/step_{STEPS:08d}/rng_rank0.pt"
+    assert (tmp_path / "data/run" / final).read_bytes() == (tmp_path / "data/full" / final).read_bytes()

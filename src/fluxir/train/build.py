@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from accelerate.utils import set_seed
 
 from fluxir.config import Config, ConfigError
 from fluxir.io import sha256_file
@@ -68,7 +69,10 @@ def build_trainer(config: Config, trainer_class: type[Trainer] = Trainer) -> Tra
     base = load_flux(
         source, torch_dtype=dtype, device=world.device, **(NO_TEXT_ENCODERS if skip_text else {})
     )
-    torch.manual_seed(cfg.seed)  # the SE squeeze layers' random init
+    # The SE squeeze layers' random init (torch), and Python's and NumPy's global generators too: the
+    # trainer saves all three in each checkpoint, so unseeded ones made every checkpoint (a DVC output)
+    # differ between identical runs.
+    set_seed(cfg.seed)
     adapter = FluxIRAdapter.from_flux(
         base.transformer,
         rank=cfg.rank,
