@@ -102,8 +102,12 @@ def velocity_error_at_t1(trainer: Any) -> float:
     """The trained model's velocity MSE at t = 1 (pure noise in, only the LQ to go on) on the held-out
     pairs, with the validation's fixed noise. The paper's case for f(u) over logit-normal: logit-normal
     rarely samples t near 1, leaving control weak where sampling starts."""
-    trainer.cfg = dataclasses.replace(trainer.cfg, val_timesteps=[1.0])
-    return float(trainer.evaluate()["val_mse"])
+    settings = trainer.cfg
+    trainer.cfg = dataclasses.replace(settings, val_timesteps=[1.0])  # the validation itself, at t = 1 only
+    try:
+        return float(trainer.evaluate()["val_mse"])
+    finally:
+        trainer.cfg = settings
 
 
 def _initial_adapter(cfg: Config, status: str) -> dict[str, Any]:
