@@ -12,7 +12,7 @@ import pandas as pd
 from helpers import write_params
 
 from fluxir.data.images import write_image_atomic
-from fluxir.data.manifest import write_manifest
+from fluxir.data.manifest import read_manifest, write_manifest
 
 HEAVY = ("torch", "diffusers", "transformers", "great_expectations", "mlflow")
 
@@ -54,3 +54,20 @@ def test_filter_and_degrade_import_neither_torch_nor_a_model_library(tmp_path):
     assert _probe("filter", params, tmp_path) == {"code": 0, "heavy": []}
     assert _probe("degrade", params, tmp_path) == {"code": 0, "heavy": []}
     assert (tmp_path / "data" / "degrade" / "manifest.parquet").is_file()
+
+
+def test_score_with_nothing_left_to_score_imports_neither_torch_nor_pyiqa(tmp_path):
+    """A rerun over scored images reads the metric directions from the earlier manifest: no model is built."""
+    _score_manifest(tmp_path / "data" / "prev")
+    scored = read_manifest(tmp_path / "data" / "prev" / "manifest.parquet")
+    generated = scored.drop(columns=["score_sharp"])
+    generated.attrs = {}
+    write_manifest(generated, tmp_path / "data" / "generate" / "manifest.parquet", kind="generate")
+    scored = scored.rename(columns={"score_sharp": "score_piqe"})
+    scored.attrs["metrics"] = {"piqe": {"column": "score_piqe", "lower_better": True}}
+    write_manifest(scored, tmp_path / "data" / "score" / "manifest.parquet", kind="score")
+    params = write_params(tmp_path, score={"metrics": ["piqe"], "device": "cpu"})
+    assert _probe("score", params, tmp_path) == {"code": 0, "heavy": []}
+    summary = json.loads((tmp_path / "reports" / "score" / "summary.json").read_text())
+    assert summary["metrics"]["piqe"]["lower_better"] is True  # from the earlier run, not from pyiqa
+    assert summary["metrics"]["piqe"]["mean"] == 2.5  # the six stored scores 0..5, none recomputed

@@ -130,30 +130,32 @@ def _call(metric: Callable[[Any], Any], rgb_uint8: Any, device: Any) -> np.ndarr
 # Stage
 
 
-def _previous_scores(out_dir: Path, metrics: Sequence[str]) -> pd.DataFrame:
-    """Scores from an earlier run (manifest, then checkpoint), indexed by (id, sha256)."""
-    frames = []
+def _previous_scores(out_dir: Path, metrics: Sequence[str]) -> tuple[pd.DataFrame, dict[str, bool]]:
+    """Scores from an earlier run (manifest, then checkpoint), indexed by (id, sha256), and the metric
+    directions (``lower_better``) that run recorded."""
+    frames, directions = [], {}
     for path in (out_dir / MANIFEST_NAME, out_dir / ".progress.parquet"):
         if path.is_file():
             df = read_manifest(path)
+            for m, info in (df.attrs.get("metrics") or {}).items():
+                if isinstance(info, dict) and "lower_better" in info:
+                    directions[m] = bool(info["lower_better"])
             cols = [c for c in (score_column(m) for m in metrics) if c in df.columns]
             if cols and {"id", "sha256"} <= set(df.columns):
                 frames.append(df[["id", "sha256", *cols]])
     if not frames:
-        return pd.DataFrame(columns=["id", "sha256"]).set_index(["id", "sha256"])
+        return pd.DataFrame(columns=["id", "sha256"]).set_index(["id", "sha256"]), directions
     prev = pd.concat(frames).drop_duplicates(["id", "sha256"], keep="last")
-    return prev.set_index(["id", "sha256"])
+    return prev.set_index(["id", "sha256"]), directions
 
 
 def run_score(cfg: Config, progress: bool = True) -> dict[str, Any]:
     """Score the input manifest; write the scored manifest and ``reports/score/summary.json``."""
-    from fluxir.models.flux import pick_device
-
     s = cfg.score
     out_dir = Path(s.out_dir)
     df = read_validated(s.in_manifest, "generate", reports_root(cfg) / "validation" / "score", name="input")
     cols = {m: score_column(m) for m in s.metrics}
-    prev = _previous_scores(out_dir, s.metrics)
+    prev, directions = _previous_scores(out_dir, s.metrics)
     for col in cols.values():
         values = prev[col] if col in prev.columns else pd.Series(dtype=float)
         df[col] = values.reindex(pd.MultiIndex.from_arrays([df["id"], df["sha256"]])).to_numpy(dtype=float)
@@ -166,14 +168,22 @@ def run_score(cfg: Config, progress: bool = True) -> dict[str, Any]:
         ", ".join(s.metrics),
     )
 
-    device = pick_device(s.device)
-    hub = configure_torch_home(s.torch_home)
-    t0 = time.perf_counter()
-    metrics = create_metrics(s.metrics, device, hub, s.allow_download) if len(todo) else {}
-    load_seconds = time.perf_counter() - t0
-    if metrics:
+    # With nothing to score the stage needs neither torch nor pyiqa (seconds of imports): the metric
+    # directions come from the earlier run's manifest, and the device is not looked up.
+    device = None
+    metrics: dict[str, Any] = {}
+    load_seconds = 0.0
+    if len(todo):
+        from fluxir.models.flux import pick_device
+
+        device = pick_device(s.device)
+        log.info("score: metrics on %s", device)
+        hub = configure_torch_home(s.torch_home)
+        t0 = time.perf_counter()
+        metrics = create_metrics(s.metrics, device, hub, s.allow_download)
+        load_seconds = time.perf_counter() - t0
         directions = {m: bool(getattr(metric, "lower_better", False)) for m, metric in metrics.items()}
-    else:
+    elif not set(s.metrics) <= set(directions):
         directions = metric_directions(s.metrics)
 
     last = [time.monotonic()]
@@ -225,7 +235,6 @@ def run_score(cfg: Config, progress: bool = True) -> dict[str, Any]:
     log_run_facts("score", facts)
     summary = {
         "images": len(df),
-        "device": str(device),
         "metrics": {m: _stats(df[cols[m]], directions[m]) for m in s.metrics},
     }
     write_bytes_atomic(
