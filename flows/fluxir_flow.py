@@ -3,7 +3,8 @@
 Orchestration only. Every stage runs through DVC (``dvc repro --single-item <stage>``, i.e. the same
 ``python -m fluxir.stages.<name>`` as ``dvc repro``), so the outputs are the DVC-tracked ones, the
 great-expectations gates inside the stages run between stages as they do under DVC, and ``dvc status``
-is clean after a run. Profile and overrides are written into params.yaml first, like ``dvc exp run -S``.
+is clean at the end of a run. Profile and overrides are written into params.yaml for the run, like ``dvc exp run -S``,
+and put back when it ends (:mod:`fluxir.orchestration.run_guard`): overrides never persist after a run.
 
 Scale-out: with ``shards > 1`` generation and scoring are split into index ranges run as Prefect tasks,
 in this process (a thread per shard, each a subprocess) or, with ``shard_deployment``, as flow runs of the
@@ -33,7 +34,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from fluxir.config import load_config
 from fluxir.orchestration import dvc as orchestrate
-from fluxir.orchestration import flow_params, shards, storage
+from fluxir.orchestration import flow_params, run_guard, shards, storage
 from fluxir.tracking import lineage
 
 SHARD_DEPLOYMENT = flow_params.SHARD_DEPLOYMENT
@@ -249,11 +250,26 @@ def fluxir(
     project, settings = flow_params.check_flow_run(
         SERVED, profile, overrides, num_shards, shard_deployment, shard_url, project_dir
     )
-    orchestrate.set_params(project / "params.yaml", settings)
+    # The run's settings hold in params.yaml only while it runs (dvc.lock records them); the guard also
+    # refuses a second run in this project while this one holds it.
+    with run_guard.pipeline_run(project, settings, orchestrate.set_params):
+        return _run_pipeline(project, profile, overrides or {}, settings, num_shards, shard_deployment,
+                             shard_url)  # fmt: skip
+
+
+def _run_pipeline(
+    project: Path,
+    profile: str,
+    overrides: dict[str, Any],
+    settings: dict[str, Any],
+    num_shards: int,
+    shard_deployment: str | None,
+    shard_url: str | None,
+) -> dict[str, Any]:
     cfg = load_config(project / "params.yaml")
     run_key = str(flow_run.id or "local")
     sharding = Sharding(
-        num_shards, run_key, settings, shard_deployment or None, shard_url or None, profile, overrides or {}
+        num_shards, run_key, settings, shard_deployment or None, shard_url or None, profile, overrides
     )
     tags = {"fluxir.pipeline": "prefect", "profile": profile, "prefect.flow_run_id": run_key,
             "prefect.flow_run_name": str(flow_run.name)}  # fmt: skip
@@ -273,6 +289,7 @@ def fluxir(
         raise
     lineage.close_pipeline_run(parent, cfg, project)
     shutil.rmtree(project / SCRATCH / run_key, ignore_errors=True)
+    # Checked with the run's settings still in place: every stage is locked at what this run used.
     clean, status = orchestrate.pipeline_clean(project)
     get_run_logger().info("dvc status: %s", status)
     return {"mlflow_parent_run_id": parent, "dvc_status_clean": clean}

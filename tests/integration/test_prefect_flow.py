@@ -37,17 +37,45 @@ def test_deployment_run_completes(finished_run, pipeline_services):
     )
 
 
-def test_dvc_status_is_clean_and_lock_has_every_stage(finished_run, pipeline_project):
-    out = run([sys.executable, "-m", "dvc", "status"], pipeline_project, tool_env())
-    assert "Data and pipelines are up to date" in out
-    lock = pipeline_project / "dvc.lock"
+def test_dvc_status_is_clean_and_lock_has_every_stage(finished_run, pipeline_project, pipeline_services):
     import yaml
 
-    assert set(STAGES) <= set(yaml.safe_load(lock.read_text())["stages"])
-    # The overrides went into params.yaml (like `dvc exp run -S`), so the lock records what ran.
-    params = yaml.safe_load((pipeline_project / "params.yaml").read_text())
-    assert params["train"]["max_steps"] == TINY_OVERRIDES["train.max_steps"]
-    assert "# paper: 350000" in (pipeline_project / "params.yaml").read_text()  # comments kept
+    # Checked by the flow with the run's settings in place: every stage is locked at what it ran with.
+    logs = "\n".join(flow_run_logs(pipeline_services, finished_run.flow_run_id))
+    assert "dvc status: Data and pipelines are up to date." in logs
+    lock = yaml.safe_load((pipeline_project / "dvc.lock").read_text())
+    assert set(STAGES) <= set(lock["stages"])
+    # The lock records what ran (the overrides); params.yaml is the committed file again (they never persist).
+    assert (
+        lock["stages"]["train"]["params"]["params.yaml"]["train"]["max_steps"]
+        == TINY_OVERRIDES["train.max_steps"]
+    )
+    assert run(["git", "status", "--porcelain", "params.yaml"], pipeline_project).strip() == ""
+    assert not (pipeline_project / ".fluxir" / "params.before.yaml").exists()
+
+
+def test_the_deployment_takes_one_run_at_a_time(finished_run, pipeline_project, pipeline_services):
+    """Two runs submitted together: the second waits for the first's slot, both complete, nothing mixes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with prefect_client(pipeline_services) as client:
+        deployment = client.read_deployment_by_name("fluxir/full")
+    assert deployment.global_concurrency_limit.limit == 1
+    assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
+
+    params = {"overrides": TINY_OVERRIDES}  # everything is up to date: each run is a pass over the stages
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(
+            lambda _: run_deployment(pipeline_project, pipeline_services, params), (0, 1)
+        )
+    assert first.returncode == 0 and second.returncode == 0, first.output + second.output
+    with prefect_client(pipeline_services) as client:
+        runs = [client.read_flow_run(r.flow_run_id) for r in (first, second)]
+        states = [{s.name for s in client.read_flow_run_states(r.id)} for r in runs]
+    earlier, later = sorted(runs, key=lambda r: r.start_time)
+    assert later.start_time >= earlier.end_time, "the two runs of fluxir/full overlapped"
+    assert any("AwaitingConcurrencySlot" in names for names in states), states
+    assert run(["git", "status", "--porcelain", "params.yaml"], pipeline_project).strip() == ""
 
 
 def test_shards_ran_on_both_workers_through_s3(
@@ -160,4 +188,6 @@ def test_broken_row_stops_the_chain(finished_run, pipeline_project, pipeline_ser
     assert not report["success"]
     first = next(r for r in report["results"] if not r["success"])
     assert first["rows"] == [3] and first["values"] == ["not-a-sha256"]
+    # A failed run leaves no override behind: a plain `dvc repro` runs the committed settings.
+    assert run(["git", "status", "--porcelain", "params.yaml"], pipeline_project).strip() == ""
     print(f"failing run stopped in {failed.seconds:.1f} s")
