@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 from pipeline_run import REPO, copy_pipeline_project, run, tool_env
+
+from fluxir.data.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -129,3 +132,39 @@ def test_the_committed_dvc_lock_matches_the_code(tmp_path):
         "dvc.lock does not match the code and params (run `make demo`, i.e. `dvc repro`, and commit "
         "dvc.lock and reports/):\n" + "\n".join(stale)
     )
+
+
+def test_dvc_repro_resumes_generate_after_a_sigkill(tmp_path):
+    """``persist: true``: DVC keeps a killed run's images, and the rerun makes only the missing ones."""
+    import os
+    import signal
+    import time
+
+    env = tool_env({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns.db'}", "OMP_NUM_THREADS": "1"})
+    project = small_project(tmp_path / "project")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["generate"].update(num_images=40, shard_size=2, batch_size=2, num_inference_steps=2)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc(project, "repro", "build-model", env=env)
+
+    out = project / "data" / "generate"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "generate"], cwd=project, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("shard_*/*.png"))) < 6 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage under it, mid-run
+    proc.wait()
+    made = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("shard_*/*.png")}
+    assert 6 <= len(made) < 40, f"{len(made)} images before the kill: the run was not interrupted mid-way"
+    assert not (out / "manifest.parquet").exists()  # the killed run never finished
+
+    log = dvc(project, "repro", "generate", env=env)
+    resumed = int(re.search(r"made_now (\d+)", log).group(1))
+    assert resumed <= 40 - len(made) + 2, log[-2000:]  # at most the torn batch is made again
+    kept = [p for p, stamp in made.items() if p.exists() and (p.stat().st_ino, p.stat().st_mtime_ns) == stamp]
+    assert len(kept) >= len(made) - 2, "the rerun rewrote images the killed run had finished"
+    assert len(read_manifest(out / "manifest.parquet")) == 40
+    assert "Data and pipelines are up to date" in dvc(project, "status", "generate", env=env)

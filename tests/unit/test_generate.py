@@ -258,6 +258,39 @@ def test_rerun_with_other_settings_stops_with_one_line(tiny_model_dir, tmp_path,
     )
 
 
+def test_restart_on_change_starts_over_and_keeps_a_users_files(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    """Under dvc repro the folder persists between runs: a settings change must start clean, not mix."""
+    monkeypatch.chdir(tmp_path)
+    params = _params(tmp_path, tiny_model_dir, num_images=2)
+    assert cli_main(["generate", "--params", str(params), "--no-progress"]) == 0
+    first = read_manifest("data/generate/manifest.parquet")
+    Path("data/generate/notes.txt").write_text("mine")
+    argv = ["generate", "--params", str(params), "--set", "generate.width=48", "--no-progress"]
+    assert cli_main([*argv, "--restart-on-change"]) == 0
+    assert "settings changed (width: 32 -> 48): removed 4 files of the earlier run" in caplog.text
+    again = read_manifest("data/generate/manifest.parquet")
+    assert (again["width"] == 48).all() and len(again) == 2
+    assert set(again["sha256"]).isdisjoint(first["sha256"])  # made anew, none kept from the 32 px run
+    assert Path("data/generate/notes.txt").read_text() == "mine"  # not this stage's file: kept
+
+
+def test_a_model_rebuilt_in_place_is_a_settings_change(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    params = _params(tmp_path, model, num_images=2)
+    assert cli_main(["generate", "--params", str(params), "--no-progress"]) == 0
+    config = next(model.rglob("config.json"))
+    config.write_text(config.read_text() + " ")  # same path, other content
+    assert cli_main(["generate", "--params", str(params), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert (
+        "holds images made with other settings (model_fingerprint: " in err and "--restart-on-change" in err
+    )
+
+
 def test_config_checks():
     with pytest.raises(ConfigError, match="generate.width=100: must be a multiple of 16"):
         config_from_dict({"generate": {"width": 100}})

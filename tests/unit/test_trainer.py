@@ -224,7 +224,7 @@ def test_resume_continues_exactly_and_config_changes_are_checked(make, tmp_path)
     assert ckpt.latest_checkpoint(root)[0] == 2
 
     with pytest.raises(
-        ConfigError, match=r"step_00000002 was made with other settings \(train.lr: 0.01 -> 0.02\)"
+        ConfigError, match=r"step_00000002 was made with other settings or inputs \(train.lr: 0.01 -> 0.02\)"
     ):
         make(max_steps=4, checkpoint_every=2, eval_every=2, lr=0.02).train()
     trainer = make(max_steps=4, checkpoint_every=2, eval_every=2)
@@ -234,6 +234,22 @@ def test_resume_continues_exactly_and_config_changes_are_checked(make, tmp_path)
     assert read_csv(tmp_path / "reports" / "val.csv") == reference_val
     assert not list(root.glob(".partial-*"))
     assert (root / "step_00000004" / ckpt.STATE_FILE).is_file()
+
+
+def test_restart_on_change_starts_over_from_step_zero(make, tmp_path):
+    """dvc repro keeps the checkpoints between runs: changed settings must not resume from them."""
+    make(max_steps=2, checkpoint_every=2, eval_every=2).train()
+    root = tmp_path / "train" / "checkpoints"
+    first = ckpt.read_state(root / "step_00000002")
+    trainer = make(max_steps=2, checkpoint_every=2, eval_every=2, lr=0.02)
+    trainer.restart_on_change = True
+    state = trainer.train()
+    assert state.step == 2
+    saved = ckpt.read_state(root / "step_00000002")
+    assert saved.config["train"]["lr"] == 0.02 and first.config["train"]["lr"] == 0.01
+    assert len(saved.history) == 2  # steps 1 and 2 of this run only, every one at the new rate
+    assert all(new["lr"] > old["lr"] for new, old in zip(saved.history, first.history, strict=True))
+    assert set(saved.config["inputs"]) == {"pairs", "model"}  # the pairs and base by content
 
 
 def test_wall_clock_cost_stays_beside_the_checkpoints_and_out_of_metrics(make, tmp_path):

@@ -29,6 +29,7 @@ many a resumed run made) goes to the log and MLflow (:func:`~fluxir.tracking.lin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -44,10 +45,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from fluxir.config import Config, ConfigError, GenerateConfig
+from fluxir.data.fingerprint import source_fingerprint
 from fluxir.data.images import encode_image
 from fluxir.data.ingest import FILE_FORMATS, ingest_folder
 from fluxir.data.manifest import MANIFEST_NAME, read_manifest, shard_relpath, write_manifest
-from fluxir.data.progress import ProgressLog, read_progress, remove_progress
+from fluxir.data.progress import ProgressLog, progress_parts, read_progress, remove_progress
 from fluxir.data.validate import validate_manifest
 from fluxir.io import remove_partial_writes, sha256_bytes, sha256_file, write_bytes_atomic
 from fluxir.models.text_to_image import FLUX, FOLDER, Render, make_render, model_id
@@ -109,12 +111,13 @@ def generate_images(
     known = known or {}
     meta = meta or {}
     stop = num_images if count is None else min(num_images, start + count)
-    path_of = {k: out_dir / shard_relpath(k, shard_size, image_format) for k in range(start, stop)}
-    missing = {k for k, p in path_of.items() if not p.is_file()}
     fmt = FILE_FORMATS[image_format]
 
+    def path_of(k: int) -> Path:
+        return out_dir / shard_relpath(k, shard_size, image_format)
+
     def row(k: int, sha: str | None) -> dict[str, Any]:
-        path = path_of[k]
+        path = path_of(k)
         old = known.get(str(path))
         if sha is None and old is not None:
             return old
@@ -131,28 +134,54 @@ def generate_images(
             **meta,
         }
 
+    # Planned one batch at a time: nothing here grows with num_images (10 million requested images cost
+    # what 10 do), only the rows of the images that exist.
+    to_make = max(stop - start, 0) - count_on_disk(out_dir, start, stop, shard_size, image_format)
     rows: list[dict[str, Any]] = []
-    since_checkpoint = 0
-    bar = tqdm(total=len(missing), unit="img", desc="generate", disable=not progress or not missing)
+    made_now = since_checkpoint = 0
+    bar = tqdm(total=to_make, unit="img", desc="generate", disable=not progress or not to_make)
     for b in range(start // batch_size, math.ceil(stop / batch_size) if stop > start else 0):
-        members = list(range(b * batch_size, min((b + 1) * batch_size, num_images)))
-        todo = [k for k in members if k in missing]
+        members = range(b * batch_size, min((b + 1) * batch_size, num_images))
+        todo = {k for k in members if start <= k < stop and not path_of(k).is_file()}
         made: dict[int, str] = {}
         if todo:
             images = render([prompts[k % len(prompts)] for k in members], [seed + k for k in members])
             for k, image in zip(members, images, strict=True):
-                if k in missing:
+                if k in todo:
                     data = encode_image(image, fmt)
-                    write_bytes_atomic(path_of[k], data)
+                    write_bytes_atomic(path_of(k), data)
                     made[k] = sha256_bytes(data)
             bar.update(len(todo))
+            made_now += len(todo)
             since_checkpoint += len(todo)
         rows += [row(k, made.get(k)) for k in members if start <= k < stop]
         if checkpoint is not None and since_checkpoint >= shard_size:
             checkpoint(rows)
             since_checkpoint = 0
     bar.close()
-    return rows, len(missing)
+    return rows, made_now
+
+
+def count_on_disk(out_dir: Path, start: int, stop: int, shard_size: int, image_format: str) -> int:
+    """How many of images ``start .. stop-1`` are already on disk, from one listing of ``out_dir`` and of
+    each shard folder there: memory and time grow with what exists, not with the range asked for."""
+    first, last = start // shard_size, (stop - 1) // shard_size
+    found = 0
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(out_dir) as shards:
+        for shard in shards:
+            number = shard.name.removeprefix("shard_")
+            if number == shard.name or not number.isdigit() or not first <= int(number) <= last:
+                continue
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(shard.path) as files:
+                for file in files:
+                    index = file.name.partition(".")[0]
+                    found += (
+                        index.isdigit()
+                        and start <= int(index) < stop
+                        and shard_relpath(int(index), shard_size, image_format) == f"{shard.name}/{file.name}"
+                        and file.is_file()
+                    )
+    return found
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,11 +215,17 @@ def run_record(cfg: Config, prompts: Sequence[str]) -> dict[str, Any]:
     }
     if g.source == FLUX and cfg.model.base == "tiny":
         record["tiny_seed"] = cfg.model.tiny_seed
+    if g.source == FLUX:  # a base retrained or rebuilt in place keeps its path, not its weights
+        from fluxir.models.flux import resolve_base  # torch: only for a model source
+
+        record["model_fingerprint"] = source_fingerprint(resolve_base(cfg.model.base, cfg.model.tiny_dir))
     return record
 
 
-def check_run_record(out_dir: Path, record: dict[str, Any]) -> None:
-    """Write ``run.json`` on first use; later, stop if the settings differ from those on disk."""
+def check_run_record(out_dir: Path, record: dict[str, Any], restart: bool = False) -> None:
+    """Write ``run.json`` on first use; later, if the settings differ from those on disk, stop (or, with
+    ``restart``, as under ``dvc repro`` whose persisted output this is, remove the earlier run's files and
+    start over)."""
     path = out_dir / RUN_RECORD
     if path.is_file():
         old = json.loads(path.read_text())
@@ -199,13 +234,36 @@ def check_run_record(out_dir: Path, record: dict[str, Any]) -> None:
             for k in sorted(set(old) | set(record))
             if old.get(k) != record.get(k)
         ]
-        if diff:
+        if not diff:
+            return
+        if not restart:
             raise ConfigError(
                 f"{out_dir} holds images made with other settings ({'; '.join(diff)}); "
-                f"delete {out_dir} or set generate.out_dir to a new folder"
+                f"delete {out_dir}, set generate.out_dir to a new folder, or pass --restart-on-change"
             )
-        return
+        removed = _remove_earlier_run(out_dir)
+        log.warning(
+            "settings changed (%s): removed %d files of the earlier run, starting over",
+            "; ".join(diff),
+            removed,
+        )
     write_bytes_atomic(path, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def _remove_earlier_run(out_dir: Path) -> int:
+    """Delete what an earlier run of this stage wrote in ``out_dir`` (its images, manifest, progress and
+    run record), and nothing else: a user's own files in the folder stay."""
+    manifest = out_dir / MANIFEST_NAME
+    frames = ([read_manifest(manifest)] if manifest.is_file() else []) + read_progress(out_dir)
+    paths = {Path(p) for df in frames for p in df.get("path", pd.Series(dtype=object)) if isinstance(p, str)}
+    paths |= {manifest, out_dir / RUN_RECORD, *progress_parts(out_dir)}
+    removed = 0
+    root = out_dir.resolve()
+    for path in paths:
+        if path.resolve().is_relative_to(root) and path.is_file():
+            path.unlink()
+            removed += 1
+    return removed
 
 
 def _load_known(out_dir: Path) -> list[dict[str, Any]]:
@@ -282,7 +340,11 @@ def _ingest(
 
 
 def run_generate(
-    cfg: Config, start: int = 0, count: int | None = None, progress: bool = True
+    cfg: Config,
+    start: int = 0,
+    count: int | None = None,
+    progress: bool = True,
+    restart_on_change: bool = False,
 ) -> dict[str, Any]:
     """Run the stage; with ``start``/``count`` only that index range is made and no manifest is written.
 
@@ -297,7 +359,7 @@ def run_generate(
     if stale:
         log.info("removed %d partial writes left by an interrupted run", stale)
     prompts = read_prompts(g) if g.source != FOLDER else [""]
-    check_run_record(out_dir, run_record(cfg, prompts))
+    check_run_record(out_dir, run_record(cfg, prompts), restart=restart_on_change)
     known_rows = _load_known(out_dir)
     checkpoint = ProgressLog(out_dir, _progress_tag(start, count), "generate-progress", rows_to_frame).append
 
@@ -392,13 +454,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--count", type=int, default=None, help="images in a partial run; no manifest is written"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--restart-on-change",
+        action="store_true",
+        help="if out_dir holds images made with other settings or another model, remove them and start over "
+        "(dvc.yaml passes it: DVC keeps this output between runs so that a killed run resumes)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.start < 0 or (args.count is not None and args.count < 1):
         raise ConfigError(f"--start={args.start} --count={args.count}: need start >= 0 and count >= 1")
     with tracked_stage("generate", args) as cfg:
-        run_generate(cfg, start=args.start, count=args.count, progress=not args.no_progress)
+        run_generate(
+            cfg,
+            start=args.start,
+            count=args.count,
+            progress=not args.no_progress,
+            restart_on_change=args.restart_on_change,
+        )
     return 0
 
 

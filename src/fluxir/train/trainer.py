@@ -31,6 +31,7 @@ import torch
 from diffusers import FluxPipeline
 
 from fluxir.config import Config, ConfigError, to_dict
+from fluxir.data.fingerprint import source_fingerprint
 from fluxir.errors import UserError
 from fluxir.io import replace_dir, write_json_atomic
 from fluxir.models.adapter import FluxIRAdapter
@@ -69,7 +70,7 @@ RESUMABLE_CHANGES = {
     "model.tiny_dir",
 }
 # Sections whose settings reach the training math (others, e.g. generate or score, do not).
-RESUME_CHECKED = ("train.", "model.", "restore.guidance", "degrade.scale")
+RESUME_CHECKED = ("train.", "model.", "restore.guidance", "degrade.scale", "inputs.")
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,8 @@ class Trainer:
         self.latent_channels = latent_channels
         # EMA of the adapter weights (train.ema_decay > 0), from the initial weights; resume reloads it.
         self.ema = AdapterEMA(self.cfg.ema_decay, master_weights(engine)) if self.cfg.ema_decay > 0 else None
+        self.restart_on_change = False
+        """Checkpoints of other settings or inputs: start over (True, as under dvc repro) or stop."""
         self.guidance = config.restore.guidance
         self.sampler = make_sampler(
             self.cfg.timestep_sampler,
@@ -292,9 +295,18 @@ class Trainer:
             write_image_atomic(Path(self.cfg.report_dir) / "grid.png", image)
 
     # ------------------------------------------------------------------ checkpoints
+    def input_fingerprints(self) -> dict[str, str]:
+        """The training pairs and the base by content: under ``dvc repro`` the checkpoints persist
+        between runs, and new pairs or a rebuilt base keep their paths."""
+        from fluxir.models.flux import resolve_base
+
+        base = resolve_base(self.config.model.base, self.config.model.tiny_dir)
+        return {"pairs": source_fingerprint(self.cfg.manifest), "model": source_fingerprint(base)}
+
     def resume(self) -> TrainerState:
         """The newest complete checkpoint's state (engine and RNG restored), or a fresh state."""
-        fresh = TrainerState(config=to_dict(self.config), world_size=self.world.size)
+        fresh = TrainerState(config=to_dict(self.config) | {"inputs": self.input_fingerprints()},
+                             world_size=self.world.size)  # fmt: skip
         if self.world.is_main:
             removed = ckpt.remove_partials(self.checkpoints)
             if removed:
@@ -306,10 +318,19 @@ class Trainer:
         step, folder = found
         state = ckpt.read_state(folder)
         conflicts = resume_conflicts(state.config, fresh.config)
+        if conflicts and self.restart_on_change:
+            if self.world.is_main:
+                for _, old in ckpt.list_checkpoints(self.checkpoints):
+                    shutil.rmtree(old)
+                ckpt.cost_path(self.checkpoints).unlink(missing_ok=True)
+                log.warning("settings or inputs changed (%s): checkpoints removed, starting over",
+                            "; ".join(conflicts[:3]))  # fmt: skip
+            barrier(self.world)
+            return fresh
         if conflicts:
             raise ConfigError(
-                f"{folder} was made with other settings ({'; '.join(conflicts[:3])}); restore them, or move "
-                f"{self.checkpoints} away to start over"
+                f"{folder} was made with other settings or inputs ({'; '.join(conflicts[:3])}); restore them, "
+                f"move {self.checkpoints} away, or pass --restart-on-change to start over"
             )
         if state.world_size != self.world.size and self.cfg.engine == "deepspeed":
             raise ConfigError(
