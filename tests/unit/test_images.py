@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
+from skimage import data as skdata
 
 from fluxir.data import images
 from fluxir.data.images import (
@@ -205,3 +206,71 @@ def test_sha256_file_reads_in_chunks(tmp_path):
     path = Path(tmp_path / "blob")
     path.write_bytes(data)
     assert sha256_file(path, chunk_size=512) == hashlib.sha256(data).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# JPEGs damaged in the middle: libjpeg only warns, Pillow decodes them without a word
+
+
+def _jpeg(image: Image.Image, **options) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", **options)
+    return buf.getvalue()
+
+
+def _damaged(clean: bytes, run: int = 64) -> bytes:
+    """``clean`` with ``run`` bytes in the middle of its entropy-coded scan overwritten (same length)."""
+    scan = clean.index(b"\xff\xda")  # start-of-scan marker: the coded pixels follow it to the end
+    middle = scan + (len(clean) - scan) // 2
+    return clean[:middle] + b"\x5a" * run + clean[middle + run :]
+
+
+PHOTO = Image.fromarray(skdata.astronaut())  # 512 x 512: a real photo, not a flat test pattern
+JPEG_KINDS = {
+    "baseline": (PHOTO, {"quality": 95}),
+    "progressive": (PHOTO, {"progressive": True}),
+    "restart markers": (PHOTO, {"restart_marker_rows": 1}),
+    "4:4:4 q50": (PHOTO, {"quality": 50, "subsampling": 0}),
+    "grayscale": (PHOTO.convert("L"), {}),
+    "cmyk": (PHOTO.convert("CMYK"), {}),
+}
+
+
+def test_pillow_alone_decodes_a_damaged_jpeg_into_garbage():
+    # The failure this guards against: no error, no warning, a large part of the picture wrong.
+    clean = _jpeg(PHOTO, quality=95)
+    reference = np.asarray(Image.open(io.BytesIO(clean))).astype(int)
+    garbled = np.asarray(Image.open(io.BytesIO(_damaged(clean)))).astype(int)
+    assert (np.abs(garbled - reference).max(axis=2) > 40).mean() > 0.2
+
+
+@pytest.mark.parametrize("kind", sorted(JPEG_KINDS))
+def test_a_jpeg_damaged_mid_scan_is_rejected(tmp_path, kind):
+    image, options = JPEG_KINDS[kind]
+    path = tmp_path / "damaged.jpg"
+    path.write_bytes(_damaged(_jpeg(image, **options)))
+    with pytest.raises(ImageDecodeError) as info:
+        load_rgb(path)
+    reason = str(info.value)
+    assert reason.startswith("damaged JPEG data (libjpeg: Corrupt JPEG data: "), reason
+    assert "re-export or re-download" in reason and "\n" not in reason
+
+
+@pytest.mark.parametrize("kind", sorted(JPEG_KINDS))
+def test_a_clean_jpeg_still_loads_exactly_as_pillow_decodes_it(tmp_path, kind):
+    image, options = JPEG_KINDS[kind]
+    path = tmp_path / "clean.jpg"
+    path.write_bytes(_jpeg(image, **options))
+    np.testing.assert_array_equal(load_rgb(path), np.asarray(Image.open(path).convert("RGB")))
+
+
+def test_a_jpeg_variant_the_strict_check_cannot_read_keeps_pillows_decode(monkeypatch):
+    # A stream TurboJPEG refuses even when lenient is a format limit, not damage: Pillow's pixels stand.
+    def unsupported(*args, **kwargs):
+        raise ValueError("Unsupported JPEG process: SOF type 0xc3")
+
+    clean = _jpeg(PHOTO, quality=95)
+    monkeypatch.setattr(images.simplejpeg, "decode_jpeg", unsupported)
+    np.testing.assert_array_equal(decode_image(clean).rgb, np.asarray(Image.open(io.BytesIO(clean))))
+    with pytest.raises(ImageDecodeError, match="truncated or corrupt JPEG"):  # Pillow's own checks remain
+        decode_image(clean[: len(clean) // 2])

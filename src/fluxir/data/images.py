@@ -10,7 +10,9 @@ photo folder really contains are converted when that is sensible:
   RGBA, LA, palette + alpha   alpha-composited over white (fully opaque alpha is simply dropped)
   EXIF orientation            applied, so the array is the image as a viewer shows it
 
-and rejected otherwise (0-byte, not an image, truncated, corrupt, floating-point, too large).
+and rejected otherwise (0-byte, not an image, truncated, corrupt, floating-point, too large). A JPEG
+whose entropy-coded data is damaged in the middle is rejected too, though Pillow decodes it without a word
+(see :func:`_jpeg_damage`).
 
 Writes are atomic: the encoded bytes go to a temp file in the destination folder, then ``os.replace``
 moves it into place, so a killed process leaves either the old file, the new file, or a stray temp
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageFile, ImageOps
 
 from fluxir.io import sha256_bytes, write_bytes_atomic
@@ -35,6 +38,8 @@ from fluxir.io import sha256_bytes, write_bytes_atomic
 _FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 """File suffixes (lower case) taken as images when a folder is listed."""
+OUTPUT_SUFFIXES = tuple(_FORMATS)
+"""File suffixes (lower case) :func:`write_image_atomic` can encode."""
 JPEG_QUALITY = 95
 """Quality for JPEG outputs (4:4:4 chroma, so colour edges survive)."""
 
@@ -101,6 +106,37 @@ def _to_rgb(im: Image.Image) -> tuple[np.ndarray, str]:
         raise ImageDecodeError(f"cannot convert mode {mode} to RGB ({exc})") from exc
 
 
+def _jpeg_damage(data: bytes) -> str | None:
+    """libjpeg's warning about damaged JPEG data, or None when the stream decodes cleanly.
+
+    Bytes overwritten in the middle of the scan do not stop libjpeg: it warns ("Corrupt JPEG data: 318
+    extraneous bytes before marker 0xd9", "bad Huffman code", "premature end of data segment"), fills in
+    what it lost and carries on, so a third of the picture can come out garbled. Pillow drops those
+    warnings (OpenCV and torchvision only print them on stderr), so the stream is decoded a second time by
+    libjpeg-turbo through simplejpeg, whose strict mode raises them. The check decodes at 1/8 scale: the warnings come from reading the entropy-coded data,
+    which every scale reads whole, at a fraction of the cost of the pixels.
+    """
+    try:
+        space = simplejpeg.decode_jpeg_header(data, strict=False)[2]
+    except ValueError:  # a JPEG variant TurboJPEG does not read: Pillow's decode stands
+        return None
+    options = {
+        "colorspace": "CMYK" if space in ("CMYK", "YCCK") else "RGB",
+        "min_height": 1,  # the smallest scale TurboJPEG offers (1/8)
+        "min_width": 1,
+    }
+    try:
+        simplejpeg.decode_jpeg(data, strict=True, **options)
+        return None
+    except ValueError as exc:
+        warning = str(exc)
+    try:  # failing even when lenient: a variant TurboJPEG does not decode, not damage; Pillow's stands
+        simplejpeg.decode_jpeg(data, strict=False, **options)
+    except ValueError:
+        return None
+    return warning
+
+
 def decode_image(data: bytes) -> Decoded:
     """Decode encoded image bytes to RGB uint8; raise ImageDecodeError with a short reason."""
     if not data:
@@ -122,6 +158,11 @@ def decode_image(data: bytes) -> Decoded:
             raise ImageDecodeError(f"too large ({exc})") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageDecodeError(f"truncated or corrupt {fmt} ({exc})") from exc
+    if fmt in ("JPEG", "MPO") and (damage := _jpeg_damage(data)) is not None:
+        raise ImageDecodeError(
+            f"damaged JPEG data (libjpeg: {damage}), part of the picture would be garbled; "
+            "re-export or re-download the file"
+        )
     rgb, note = _to_rgb(im)
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
@@ -195,7 +236,7 @@ def write_image_atomic(path: str | os.PathLike, rgb: np.ndarray) -> str:
     path = Path(path)
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: unsupported image suffix; use one of {', '.join(_FORMATS)}")
+        raise ValueError(f"{path}: unsupported image suffix; use one of {', '.join(OUTPUT_SUFFIXES)}")
     data = encode_image(rgb, fmt)
     write_bytes_atomic(path, data)
     return sha256_bytes(data)

@@ -1,7 +1,29 @@
 """`fluxir restore IN OUT`: restore an image or a folder of images with a trained FluxIR adapter.
 
-A folder run never stops at one bad file: each unreadable or unusable image is skipped and reported
-with its reason, and outputs that already exist are kept (rerun after a crash to finish the rest).
+A run first plans, from file names and image headers only (seconds), then loads the model for what is
+left to do. Everything the plan can see is refused or skipped before minutes of model loading:
+
+* **One file**: OUT is the output image (``.png``, ``.jpg``, ``.jpeg`` or ``.webp``), or a folder (one
+  that exists, or a name without a suffix) that receives ``<name>.png``. Anything that stops the file
+  from being restored (an OUT suffix the writer cannot encode, an unreadable or corrupt image, an
+  oversized output) is a one-line error, exit 2.
+* **A folder**: every image under it (by :data:`IMAGE_SUFFIXES`, recursive) goes to
+  ``OUT/<relative path>.png``. Hidden entries (a name starting with ``.``, or anything inside such a
+  folder: ``.git/``, ``.DS_Store``, macOS ``._*`` resource forks, temp files) are not part of the
+  folder's content and are ignored; every other file is listed as skipped with its reason. A run never
+  stops at one bad file: each unreadable or unusable image is skipped and reported, and outputs that
+  already exist are kept (rerun after a crash to finish the rest; ``--overwrite`` redoes them).
+* **Clashes**: two inputs that would be restored to the same output (``a.png`` and ``a.jpg`` both
+  become ``a.png``), or an output that would replace an input, refuse the whole run up front (exit 2,
+  naming both): renaming is the user's choice, and a silently renamed output would change name as the
+  folder changes.
+* **Size**: an input whose header declares more than ``restore.max_input_pixels`` is refused before
+  decoding (a decompression bomb), and one whose output (its size x ``restore.scale``) would be more than
+  ``restore.max_output_pixels`` is refused unless ``--force``: the message names the size, the limit and
+  the tile count (a 6000 x 4000 photo at x4 is 486 tiles of 1024 px: hours on a CPU).
+
+Exit status: 0 when every image was restored or kept, :data:`SKIPPED_EXIT` (3) when a folder run skipped
+any file (after printing the summary, so scripts can tell), 2 when the run was refused.
 """
 
 from __future__ import annotations
@@ -12,8 +34,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from fluxir.data.images import IMAGE_SUFFIXES
+from fluxir.data.images import IMAGE_SUFFIXES, OUTPUT_SUFFIXES
 from fluxir.errors import UserError
+from fluxir.restoration.tiling import tile_starts
+
+SKIPPED_EXIT = 3
+"""Exit status of a folder run that skipped any file; the summary above it names each with its reason."""
+
+# The pipeline's output grid (PIXELS_PER_TOKEN in fluxir.restoration.pipeline: 8x VAE x 2x2 latent
+# packing). Not imported from there: counting tiles to refuse a job must not cost a torch import.
+TILE_GRID = 16
 
 
 class RestoreError(UserError, ValueError):
@@ -27,62 +57,184 @@ class RestoreReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def collect_inputs(source: Path) -> list[Path]:
-    """The images to restore: the file itself, or every image file under a folder (sorted, recursive)."""
+@dataclass
+class RestorePlan:
+    """What a run will do, decided from names and headers before any model is loaded."""
+
+    todo: list[tuple[Path, Path]] = field(default_factory=list)  # (input, output) to restore
+    kept: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _supported_inputs() -> str:
+    return ", ".join(sorted(IMAGE_SUFFIXES))
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    """Whether ``path`` or a folder between ``root`` and it is hidden (its name starts with a dot)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def unsupported_reason(path: Path) -> str | None:
+    """Why a file in an input folder is not restored by its suffix, or None for an image suffix."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return None
+    what = f"unsupported file type '{suffix}'" if suffix else "no file suffix"
+    return f"{what}; restore reads {_supported_inputs()} (convert it to one of them)"
+
+
+def collect_inputs(source: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The images to restore and the other files found with the reason each is not restored.
+
+    A file is taken as it is (its content decides); a folder gives every non-hidden file under it,
+    sorted and recursive.
+    """
     if source.is_file():
-        return [source]
-    if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    raise RestoreError(f"input {source} does not exist; pass an image file or a folder of images")
+        return [source], []
+    if not source.is_dir():
+        raise RestoreError(f"input {source} does not exist; pass an image file or a folder of images")
+    images, others = [], []
+    for path in sorted(p for p in source.rglob("*") if p.is_file() and not is_hidden(p, source)):
+        reason = unsupported_reason(path)
+        if reason is None:
+            images.append(path)
+        else:
+            others.append((path, reason))
+    return images, others
 
 
 def output_path(source: Path, image: Path, out: Path) -> Path:
-    """Where the restored ``image`` goes: ``out`` for a single file, else out/<relative path>.png."""
+    """Where the restored ``image`` goes: OUT (or OUT/<name>.png) for a file, else OUT/<relative path>.png."""
     if source.is_file():
-        return out if out.suffix else out / (image.stem + ".png")
+        return out / (image.stem + ".png") if out.is_dir() or not out.suffix else out
     return (out / image.relative_to(source)).with_suffix(".png")
 
 
-def check_size(image: Path, max_pixels: int) -> None:
-    """Refuse an image whose header declares more than ``max_pixels`` before decoding any pixel."""
-    from PIL import Image
-
-    from fluxir.data.images import ImageDecodeError
-
-    try:
-        with Image.open(image) as im:
-            width, height = im.size
-    except Exception:  # unreadable headers are reported by the decoder with a precise reason
-        return
-    if width * height > max_pixels:
-        raise ImageDecodeError(
-            f"{width}x{height} px is more than restore.max_input_pixels={max_pixels}; "
-            "raise it if the machine has the memory"
+def check_output_suffix(target: Path) -> None:
+    """Refuse an output file the writer cannot encode, before any work (it would fail only at the end)."""
+    if target.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise RestoreError(
+            f"{target}: '{target.suffix}' is not an image type restore can write; "
+            f"end OUT with {', '.join(OUTPUT_SUFFIXES)}, or give a folder"
         )
 
 
-def restore_paths(pipeline, source: Path, out: Path, options, max_pixels: int, overwrite: bool = False):
-    """Restore every image of ``source`` into ``out``; return a RestoreReport (never raises per file)."""
+def refuse_clashes(pairs: list[tuple[Path, Path]]) -> None:
+    """Refuse a run where two inputs would be restored to one output, or an output would replace an input."""
+    inputs = {image.resolve() for image, _ in pairs}
+    claimed: dict[Path, Path] = {}
+    clashes: list[str] = []
+    for image, target in pairs:
+        key = target.resolve()
+        if key in claimed:
+            clashes.append(
+                f"{target}: {claimed[key]} and {image} would both be restored there (outputs are named "
+                "<input name>.png); rename one of them"
+            )
+        elif key in inputs:
+            clashes.append(f"{target}: restoring {image} would replace an input image; choose another OUT")
+        claimed.setdefault(key, image)
+    if clashes:
+        others = len(clashes) - 1
+        more = f" ({others} more clash{'es' if others > 1 else ''})" if others else ""
+        raise RestoreError(clashes[0] + more)
+
+
+def header_size(image: Path) -> tuple[int, int] | None:
+    """(width, height) from the image header without decoding a pixel; None when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(image) as im:
+            return im.size
+    except Exception:  # unreadable headers are reported by the decoder with a precise reason
+        return None
+
+
+def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
+    """Tiles the pipeline restores for a ``height`` x ``width`` output (its layout on the 16 px grid)."""
+    rows, cols = (
+        len(tile_starts(-(-side // TILE_GRID), tile // TILE_GRID, overlap // TILE_GRID))
+        for side in (height, width)
+    )
+    return rows * cols
+
+
+def size_problem(image: Path, options, force: bool = False) -> str | None:
+    """Why ``image`` is too large to restore, from its header only, or None.
+
+    ``options`` is the restore config: its input limit always applies (a decompression bomb), its output
+    limit unless ``force``.
+    """
+    size = header_size(image)
+    if size is None:
+        return None
+    width, height = size
+    if width * height > options.max_input_pixels:
+        return (
+            f"{width}x{height} px is more than restore.max_input_pixels={options.max_input_pixels}; "
+            "raise it if the machine has the memory"
+        )
+    out_w, out_h = width * options.scale, height * options.scale
+    if force or out_w * out_h <= options.max_output_pixels:
+        return None
+    tiles = tile_count(out_h, out_w, options.tile, options.overlap)
+    return (
+        f"the x{options.scale} output would be {out_w}x{out_h} px ({out_w * out_h / 1e6:.3g} MP, {tiles} "
+        f"tile{'s' if tiles != 1 else ''} of {options.tile} px), more than "
+        f"restore.max_output_pixels={options.max_output_pixels}; pass --force to restore it anyway, "
+        "or raise restore.max_output_pixels, or lower --scale"
+    )
+
+
+def plan_restore(
+    source: Path, out: Path, options, overwrite: bool = False, force: bool = False
+) -> RestorePlan:
+    """Decide every input's fate from names and headers; raise RestoreError for a run that cannot start."""
+    images, others = collect_inputs(source)
+    if not images:
+        extra = f" ({len(others)} other files)" if others else ""
+        raise RestoreError(f"no images ({_supported_inputs()}) found under {source}{extra}")
+    pairs = [(image, output_path(source, image, out)) for image in images]
+    if source.is_file():
+        check_output_suffix(pairs[0][1])
+    refuse_clashes(pairs)
+    plan = RestorePlan(skipped=list(others))
+    for image, target in pairs:
+        if target.exists() and not overwrite:
+            plan.kept.append(target)
+        elif (problem := size_problem(image, options, force)) is not None:
+            plan.skipped.append((image, problem))
+        else:
+            plan.todo.append((image, target))
+    return plan
+
+
+def restore_paths(pipeline, plan: RestorePlan, options) -> RestoreReport:
+    """Restore what ``plan`` has to do; return a RestoreReport (never raises per file)."""
     from fluxir.data.images import ImageDecodeError, load_rgb, write_image_atomic
     from fluxir.restoration.pipeline import RestoreInputError
 
-    report = RestoreReport()
-    images = collect_inputs(source)
-    for image in tqdm(images, desc="restore", unit="img", disable=len(images) < 2):
-        target = output_path(source, image, out)
-        if target.exists() and not overwrite:
-            report.kept.append(target)
-            continue
+    report = RestoreReport(kept=list(plan.kept), skipped=list(plan.skipped))
+    for image, target in tqdm(plan.todo, desc="restore", unit="img", disable=len(plan.todo) < 2):
         try:
-            check_size(image, max_pixels)
             lq = load_rgb(image)
-            restored = pipeline(lq, options, progress=len(images) == 1)
+            restored = pipeline(lq, options, progress=len(plan.todo) == 1)
         except (ImageDecodeError, RestoreInputError) as exc:
             report.skipped.append((image, str(exc)))
             continue
         write_image_atomic(target, restored)
         report.restored.append(target)
     return report
+
+
+def print_report(report: RestoreReport) -> int:
+    """Print the summary line and every skipped file with its reason; return the run's exit status."""
+    print(f"restored {len(report.restored)}, kept {len(report.kept)} existing, skipped {len(report.skipped)}")
+    for path, reason in sorted(report.skipped):
+        print(f"  skipped {path}: {reason}")
+    return SKIPPED_EXIT if report.skipped else 0
 
 
 DTYPE_FLAGS = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -137,12 +289,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dtype", choices=tuple(DTYPE_FLAGS), help="weight dtype (default: model.dtype)")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="restore outputs larger than restore.max_output_pixels (many tiles: hours on a CPU)",
+    )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file for defaults")
 
 
 def run(args: argparse.Namespace) -> int:
-    from fluxir.config import apply_override, config_from_dict, load_config
+    cfg = _config(args)
+    plan = plan_restore(args.input, args.output, cfg.restore, args.overwrite, args.force)
+    if args.input.is_file():  # a single bad file fails before minutes of model loading
+        _refuse_single_file(args.input, plan)
+    if not plan.todo:  # everything kept or skipped: no model to load
+        return print_report(RestoreReport(kept=plan.kept, skipped=plan.skipped))
     from fluxir.restoration.sources import adapter_source
+
+    with adapter_source(args.adapter, cfg.tracking.uri) as source:
+        report = _restore(args, cfg, source, plan)
+    if args.input.is_file() and report.skipped:
+        raise RestoreError(f"{report.skipped[0][0]}: {report.skipped[0][1]}")
+    return print_report(report)
+
+
+def _config(args: argparse.Namespace):
+    from fluxir.config import apply_override, config_from_dict, load_config
 
     overrides = {
         f"restore.{name}": getattr(args, name) for name in RESTORE_FLAGS if getattr(args, name) is not None
@@ -150,34 +322,27 @@ def run(args: argparse.Namespace) -> int:
     if args.dtype is not None:
         overrides["model.dtype"] = DTYPE_FLAGS[args.dtype]
     if args.params.is_file():
-        cfg = load_config(args.params, overrides)
-    else:  # outside a project folder: built-in defaults plus the flags
-        raw: dict = {}
-        for dotted, value in overrides.items():
-            apply_override(raw, dotted, value)
-        cfg = config_from_dict(raw)
-    images = collect_inputs(args.input)  # fail on a missing input before loading any model
-    if not images:
-        raise RestoreError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {args.input}")
-    if args.input.is_file():  # a single bad file fails before minutes of model loading
-        from fluxir.data.images import ImageDecodeError, load_rgb
+        return load_config(args.params, overrides)
+    raw: dict = {}  # outside a project folder: built-in defaults plus the flags
+    for dotted, value in overrides.items():
+        apply_override(raw, dotted, value)
+    return config_from_dict(raw)
 
+
+def _refuse_single_file(image: Path, plan: RestorePlan) -> None:
+    """One line for a lone input the plan skipped or that does not decode, before the model loads."""
+    from fluxir.data.images import ImageDecodeError, load_rgb
+
+    if plan.skipped:
+        raise RestoreError(f"{image}: {plan.skipped[0][1]}")
+    if plan.todo:
         try:
-            check_size(args.input, cfg.restore.max_input_pixels)
-            load_rgb(args.input)
+            load_rgb(image)
         except ImageDecodeError as exc:
-            raise RestoreError(f"{args.input}: {exc}") from exc
-    with adapter_source(args.adapter, cfg.tracking.uri) as source:
-        report = _restore(args, cfg, source)
-    if args.input.is_file() and report.skipped:
-        raise RestoreError(f"{report.skipped[0][0]}: {report.skipped[0][1]}")
-    print(f"restored {len(report.restored)}, kept {len(report.kept)} existing, skipped {len(report.skipped)}")
-    for path, reason in report.skipped:
-        print(f"  skipped {path}: {reason}")
-    return 0
+            raise RestoreError(f"{image}: {exc}") from exc
 
 
-def _restore(args: argparse.Namespace, cfg, source) -> RestoreReport:
+def _restore(args: argparse.Namespace, cfg, source, plan: RestorePlan) -> RestoreReport:
     from fluxir.models.flux import DTYPES, pick_device, resolve_base
     from fluxir.restoration.pipeline import FluxIRPipeline
 
@@ -194,4 +359,4 @@ def _restore(args: argparse.Namespace, cfg, source) -> RestoreReport:
         offload=r.offload,
         prompt_file=source.prompt_file,
     )
-    return restore_paths(pipeline, args.input, args.output, r, r.max_input_pixels, args.overwrite)
+    return restore_paths(pipeline, plan, r)
