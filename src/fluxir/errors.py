@@ -2,14 +2,18 @@
 
 Every error a user can fix (a bad setting, a missing weight file, a broken manifest, an adapter that
 does not fit its base, a service that will not start) is a :class:`UserError`. Entry points catch it
-and print one line, ``fluxir <command>: error: <message>``, and exit 2; anything else is a bug and
-keeps its traceback. This module imports nothing heavy, so the policy costs nothing to apply.
+and print one line, ``fluxir <command>: error: <message>``, and exit with its ``exit_status``: 2 for the
+input, 1 for an :class:`EnvironmentFailure` (the machine or a service it needs, e.g. an MLflow server that
+does not answer); anything else is a bug and keeps its traceback. A name from the outside world (a file
+name, a URI) goes into a line through :func:`printable`, so a newline or a terminal escape in it cannot
+break the line or the terminal. This module imports nothing heavy, so the policy costs nothing to apply.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 import sys
 
@@ -46,6 +50,38 @@ _SECRET_QUERY = re.compile(
 )
 
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: object) -> str:
+    """``text`` (a path, a name) with every character that does not print escaped as ``repr`` escapes it.
+
+    ``a\\nb.png`` stays one line and says what the name is; ESC and other control characters cannot
+    reach the terminal; characters that print (``é``, ``日本``) are kept. Unlike ``repr``, backslashes and
+    quotes are left as they are, so a plain path reads as itself.
+    """
+    # a bytes or PathLike name is decoded as the OS does: undecodable bytes become surrogates, escaped below
+    text = os.fsdecode(text) if isinstance(text, bytes | os.PathLike) else str(text)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else _escape(char) for char in text)
+
+
+def one_line(text: str) -> str:
+    """A message as one line: runs of whitespace (newlines included) become one space, other control
+    characters are escaped (:func:`printable`)."""
+    return printable(" ".join(str(text).split()))
+
+
 def redact(text: str) -> str:
     """``text`` with the credentials of any URL in it masked: ``http://user:***@host/?token=***``.
 
@@ -57,11 +93,12 @@ def redact(text: str) -> str:
 
 
 class RedactFilter(logging.Filter):
-    """A log-handler filter that passes every record through :func:`redact` (message and arguments)."""
+    """A log-handler filter that passes every record through :func:`redact` (message and arguments) and
+    :func:`printable` (a record is one line: a newline in a file name shows as ``\\n``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = redact(message)
+        masked = printable(redact(message))  # one line per record, whatever a file name in it holds
         if masked != message:
             record.msg, record.args = masked, None
         return True
@@ -70,6 +107,15 @@ class RedactFilter(logging.Filter):
 class UserError(Exception):
     """An error the user can fix; ``str(exc)`` is one line naming the thing and the fix."""
 
+    exit_status = USER_ERROR_EXIT
+
+
+class EnvironmentFailure(UserError):
+    """The machine or a service the run needs stopped it, not its input (an MLflow server that does not
+    answer): the same one line, exit status 1."""
+
+    exit_status = ENVIRONMENT_EXIT
+
 
 def path_error(exc: OSError) -> tuple[int, str] | None:
     """``(exit status, one line)`` for a file-system error on a named path, else None (a bug: traceback)."""
@@ -77,7 +123,7 @@ def path_error(exc: OSError) -> tuple[int, str] | None:
     if known is None or not exc.filename:
         return None
     status, fix = known
-    return status, f"{exc.filename}: {exc.strerror or type(exc).__name__}; {fix}"
+    return status, f"{printable(exc.filename)}: {exc.strerror or type(exc).__name__}; {fix}"
 
 
 def report_path_error(command: str, exc: OSError) -> int | None:
@@ -91,7 +137,8 @@ def report_path_error(command: str, exc: OSError) -> int | None:
 
 
 def report(command: str, exc: BaseException) -> int:
-    """Print ``exc`` as the one-line error of ``command`` on stderr; return the exit status."""
-    message = redact(" ".join(str(exc).split()))  # one line, whatever the message (or a file name) holds
+    """Print ``exc`` as the one-line error of ``command`` on stderr; return its exit status (2 unless the
+    error says otherwise: :class:`EnvironmentFailure` is 1)."""
+    message = one_line(redact(str(exc)))  # one line, whatever the message (or a file name) holds
     print(f"fluxir {command}: error: {message}", file=sys.stderr)
-    return USER_ERROR_EXIT
+    return getattr(exc, "exit_status", USER_ERROR_EXIT)

@@ -67,6 +67,9 @@ def project(tmp_path: Path):
     (root / "data" / "generate").mkdir(parents=True)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     raw["tracking"]["reports_dir"] = "reports"
+    # These cases test input errors: MLflow (down, see _env) is warned about, not required (its own cases
+    # are at the end of this file).
+    raw["tracking"]["required"] = False
     raw["score"]["device"] = "cpu"
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     outside = tmp_path.parent
@@ -188,3 +191,283 @@ def test_a_read_only_out_dir_is_one_line(project: Path) -> None:
         )
     finally:
         locked.chmod(0o755)
+
+
+def _photo(path: Path, size: tuple[int, int] = (24, 20)) -> Path:
+    from PIL import Image
+    from skimage import data
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(data.astronaut()).resize(size).save(path)
+    return path
+
+
+def _damaged_jpeg(path: Path) -> Path:
+    """A real photo's JPEG with 64 bytes in the middle of its scan overwritten: Pillow decodes it garbled."""
+    import io
+
+    from PIL import Image
+    from skimage import data
+
+    buf = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buf, format="JPEG", quality=95)
+    clean = buf.getvalue()
+    middle = clean.index(b"\xff\xda") + (len(clean) - clean.index(b"\xff\xda")) // 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(clean[:middle] + b"\x5a" * 64 + clean[middle + 64 :])
+    return path
+
+
+# Each restore case is refused from names and headers before the adapter is even looked at: the adapter
+# named here does not exist, so a case that got as far as loading a model would fail naming the adapter.
+NO_ADAPTER = ("--adapter", "data/no-such-adapter")
+
+
+@pytest.mark.parametrize("name", ["out.xyz", "out.gif", "out.txt"])
+def test_restore_refuses_an_output_suffix_it_cannot_write(project: Path, name: str) -> None:
+    _photo(project / "lq" / "a.png")
+    line = _check(_run(project, "restore", "lq/a.png", name, *NO_ADAPTER), 2, name, "not an image type")
+    assert "end OUT with .png" in line
+    assert not (project / name).exists()
+
+
+def test_restore_refuses_a_jpeg_damaged_mid_scan(project: Path) -> None:
+    _damaged_jpeg(project / "lq" / "damaged.jpg")
+    _check(
+        _run(project, "restore", "lq/damaged.jpg", "out.png", *NO_ADAPTER), 2, "damaged.jpg", "damaged JPEG"
+    )
+    assert not (project / "out.png").exists()
+
+
+def test_restore_refuses_two_inputs_with_one_output(project: Path) -> None:
+    _photo(project / "lq" / "a.png")
+    _photo(project / "lq" / "a.jpg")
+    line = _check(_run(project, "restore", "lq", "out", *NO_ADAPTER), 2, "lq/a.jpg", "lq/a.png", "out/a.png")
+    assert "rename one of them" in line
+    assert not (project / "out").exists()
+
+
+def test_restore_refuses_an_oversized_output_unless_forced(project: Path) -> None:
+    # 1025 x 1024 at the default x4 is 4100 x 4096: just over the default 4096 x 4096 limit.
+    _photo(project / "lq" / "wide.png", (1025, 1024))
+    line = _check(
+        _run(project, "restore", "lq/wide.png", "out.png", *NO_ADAPTER),
+        2,
+        "wide.png",
+        "4100x4096 px",
+        "restore.max_output_pixels=16777216",
+        "--force",
+    )
+    assert "tiles of 1024 px" in line
+    assert not (project / "out.png").exists()
+    # --force lets it through to the next check: the adapter, which does not exist here
+    _check(_run(project, "restore", "lq/wide.png", "out.png", "--force", *NO_ADAPTER), 2, "no-such-adapter")
+
+
+def test_restore_exits_3_after_listing_what_a_folder_run_skipped(project: Path) -> None:
+    _photo(project / "lq" / "huge.png", (1100, 1100))  # an oversized output: skipped, not an error
+    (project / "lq" / "notes.txt").write_text("not an image")
+    (project / "lq" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # hidden: ignored
+    done = _run(project, "restore", "lq", "out", *NO_ADAPTER)  # nothing left to restore: no model needed
+    assert done.returncode == 3, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[0] == "restored 0, kept 0 existing, skipped 2"
+    assert lines[1].startswith("  skipped lq/huge.png: the x4 output would be 4400x4400 px")
+    assert lines[2].startswith("  skipped lq/notes.txt: unsupported file type '.txt'")
+    assert ": error: " not in done.stderr and "Traceback" not in done.stderr
+    assert not (project / "out").exists()
+
+
+# ==============================================================================================
+# MLflow that does not answer, and two trainings in one folder (fluxir.tracking.policy, fluxir.train.lock)
+#
+# A closed port, and a server that accepts connections and never answers (MLflow's client would wait on
+# it for minutes). Under a pipeline (PARENT_ENV, as _env sets it) a stage needs MLflow: with
+# tracking.required (by default: MLFLOW_TRACKING_URI is set) it stops with one line, exit 1, before any
+# work; without, it warns once, runs, and its report folder gets tracking.json. Either way within a bound.
+
+MLFLOW_BOUND_S = 60
+
+
+class _SilentServer:
+    """Accepts TCP connections and never reads or answers them (a hung server); counts them."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.held: list = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.held.append(self.sock.accept()[0])  # kept open, never read: the client waits
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        for conn in [*self.held, self.sock]:
+            conn.close()
+
+
+@pytest.fixture
+def silent_server():
+    server = _SilentServer()
+    yield server
+    server.close()
+
+
+def _mlflow_at(port: int, pipeline: bool = True) -> dict[str, str]:
+    from fluxir.tracking import lineage
+
+    env = {**_env(), "MLFLOW_TRACKING_URI": f"http://fluxir:{SECRET}@127.0.0.1:{port}"}
+    if not pipeline:
+        env.pop(lineage.PARENT_ENV)
+    return env
+
+
+def _timed(root: Path, env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    import time
+
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [FLUXIR, *args, "--params", "params.yaml"], cwd=root, env=env, capture_output=True, text=True,
+        timeout=MLFLOW_BOUND_S * 4, check=False,
+    )  # fmt: skip
+    return done, time.monotonic() - t0
+
+
+def _score_input(root: Path) -> None:
+    """A small score manifest (two metrics), so that the filter stage has real work to do."""
+    import numpy as np
+
+    from fluxir.data.images import write_image_atomic
+    from fluxir.data.manifest import write_manifest
+
+    rows = []
+    for k in range(6):
+        path = root / "data" / "score" / "images" / f"{k}.png"
+        sha = write_image_atomic(path, np.full((8, 8, 3), 30 * k, np.uint8))
+        rows.append(
+            dict(id=f"{k:07d}", index=k, path=str(path), source="folder", model="photos", seed=None, prompt="",
+                 width=8, height=8, sha256=sha, created_at=pd.Timestamp("2025-01-01", tz="UTC"),
+                 score_sharp=0.1 * k, score_noise=float(10 - k))
+        )  # fmt: skip
+    df = pd.DataFrame(rows)
+    df["seed"] = df["seed"].astype("Int64")
+    df.attrs["metrics"] = {
+        "sharp": {"column": "score_sharp", "lower_better": False},
+        "noise": {"column": "score_noise", "lower_better": True},
+    }
+    write_manifest(df, root / "data" / "score" / "manifest.parquet", kind="score")
+
+
+@pytest.mark.parametrize("server", ["closed", "silent"])
+def test_a_required_mlflow_that_does_not_answer_stops_the_stage_first(
+    project: Path, server: str, silent_server: _SilentServer
+) -> None:
+    _score_input(project)
+    port = silent_server.port if server == "silent" else _closed_port()
+    # null: the default rule, required because MLFLOW_TRACKING_URI is set
+    done, seconds = _timed(project, _mlflow_at(port), "filter", "--set", "tracking.required=null")
+    line = _check(done, 1, f"MLflow at http://fluxir:***@127.0.0.1:{port} did not answer within 3 s")
+    assert line.endswith("start it (make services) or set tracking.required=false")
+    assert seconds < MLFLOW_BOUND_S
+    assert not (project / "data" / "filter").exists()  # stopped before any work
+    assert not (project / "reports" / "filter").exists()
+
+
+def test_an_mlflow_not_required_is_one_warning_and_a_line_in_the_report(
+    project: Path, silent_server: _SilentServer
+) -> None:
+    import json
+
+    _score_input(project)
+    done, seconds = _timed(project, _mlflow_at(silent_server.port), "filter")  # params: required: false
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert seconds < MLFLOW_BOUND_S
+    warnings = [line for line in out.splitlines() if "MLflow" in line]
+    assert len(warnings) == 1 and "stage filter runs untracked" in warnings[0], out[-3000:]
+    assert SECRET not in out and "Traceback" not in out
+    assert len(silent_server.held) == 1, "one probe, and no MLflow request after it"
+    uri = f"http://fluxir:***@127.0.0.1:{silent_server.port}"
+    assert json.loads((project / "reports" / "filter" / "tracking.json").read_text()) == {
+        "stage": "filter",
+        "tracked": False,
+        "warnings": [f"no MLflow server answers at {uri} within 3 s"],
+    }
+    assert (project / "data" / "filter" / "manifest.parquet").is_file()
+
+    # A run that tracks, or needs no MLflow (here: no pipeline above it), leaves no stale note behind.
+    done, _ = _timed(project, _mlflow_at(silent_server.port, pipeline=False), "filter")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert not (project / "reports" / "filter" / "tracking.json").exists()
+    assert len(silent_server.held) == 1  # nothing to track: nothing asked
+
+
+def test_train_with_a_required_silent_mlflow_stops_before_loading_anything(
+    project: Path, silent_server: _SilentServer
+) -> None:
+    done, seconds = _timed(
+        project, _mlflow_at(silent_server.port), "train", "--set", "tracking.required=true"
+    )
+    _check(done, 1, f"127.0.0.1:{silent_server.port} did not answer", "tracking.required=false")
+    assert seconds < MLFLOW_BOUND_S
+    assert not (project / "data" / "train").exists()
+
+
+def test_a_second_training_in_one_out_dir_is_refused_naming_the_first(project: Path) -> None:
+    from fluxir.train.lock import OutDirBusy, hold_out_dir, lock_path
+
+    with hold_out_dir(project / "data" / "train") as lock:
+        assert lock == lock_path(project / "data" / "train") == project / "data" / ".train.fluxir-lock"
+        with pytest.raises(OutDirBusy, match=f"pid {os.getpid()}"):  # even within one process
+            with hold_out_dir(project / "data" / ".." / "data" / "train"):
+                pass
+        done, seconds = _timed(project, _env(), "train")
+        line = _check(done, 2, "train.out_dir=data/train", f"pid {os.getpid()}", "another train.out_dir")
+        assert "another training run" in line and seconds < MLFLOW_BOUND_S
+    assert not (project / "data" / "train").exists()  # the lock lives beside the folder, never in it
+    with hold_out_dir(project / "data" / "train"):  # released with its holder
+        pass
+
+
+@pytest.mark.slow
+def test_train_runs_untracked_beside_a_silent_mlflow_when_not_required(
+    tmp_path: Path, tiny_model_dir: Path, silent_server: _SilentServer
+) -> None:
+    """The review's case: `fluxir train` with an MLflow server that accepts and never answers once hung for
+    over 900 s. Not required, it asks once, warns once, trains, and its report says it was not tracked."""
+    import json
+
+    from train_pairs import deepspeed_env, train_stage_args, write_pairs, write_params
+
+    write_pairs(tmp_path, per_photo=4)  # 16 pairs: every size bucket holds a batch
+    fast = {"model.max_sequence_length": 32, "restore.steps": 2, "tracking.required": False}
+    write_params(
+        tmp_path, tiny_model_dir, fast, engine="torch", max_steps=2, checkpoint_every=2, eval_every=2
+    )
+    env = {**deepspeed_env(), "MLFLOW_TRACKING_URI": f"http://fluxir:{SECRET}@127.0.0.1:{silent_server.port}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "fluxir.stages.train", *train_stage_args("run")], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert [line for line in out.splitlines() if "MLflow" in line and "untracked" in line], out[-3000:]
+    assert len([line for line in out.splitlines() if "MLflow" in line]) == 1, out[-3000:]
+    assert SECRET not in out and "Traceback" not in out
+    assert len(silent_server.held) == 1, "one probe, and no MLflow request after it"
+    report = json.loads((tmp_path / "reports" / "run" / "tracking.json").read_text())
+    assert report["tracked"] is False and report["stage"] == "train"
+    assert (tmp_path / "data" / "run" / "adapter").is_dir()
+    assert len((tmp_path / "reports" / "run" / "loss.csv").read_text().splitlines()) == 3

@@ -112,6 +112,41 @@ def test_checkpoints_follow_shards(tmp_path):
     assert seen == [4, 8]
 
 
+def test_planning_ten_million_images_costs_memory_per_batch_not_per_image(tmp_path):
+    """Asking for 10,000,000 images once allocated ~0.6 KB per image before the first render (5.9 GB)."""
+    import tracemalloc
+
+    class Planned(Exception):
+        pass
+
+    def first_batch_only(prompts, seeds):
+        raise Planned(len(seeds))  # rendering stubbed: stop at the first batch, after all the planning
+
+    _gen(FakeRender(), tmp_path, num_images=20)  # some images already on disk: counted, not listed
+    tracemalloc.start()
+    try:
+        with pytest.raises(Planned):
+            _gen(first_batch_only, tmp_path, num_images=10_000_000, progress=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, f"{peak / 2**20:.1f} MiB to plan 10,000,000 images"
+
+
+def test_images_on_disk_are_counted_from_shard_listings(tmp_path):
+    from fluxir.stages.generate import count_on_disk
+
+    _gen(FakeRender(), tmp_path, num_images=10)  # shards of 4: shard_000, shard_001, shard_002 (8, 9)
+    (tmp_path / "shard_001" / "0000005.png").unlink()
+    (tmp_path / "shard_001" / "notes.txt").write_text("a user's file")
+    (tmp_path / "shard_001" / "00000006.png").write_bytes(b"")  # not a name the stage writes
+    (tmp_path / "shard_xyz").mkdir()
+    assert count_on_disk(tmp_path, 0, 10, 4, "png") == 9
+    assert count_on_disk(tmp_path, 3, 9, 4, "png") == 5  # 3 4 6 7 8
+    assert count_on_disk(tmp_path, 0, 10, 4, "jpg") == 0
+    assert count_on_disk(tmp_path / "absent", 0, 10, 4, "png") == 0
+
+
 # ----------------------------------------------------------------------------------------------
 # The tiny FLUX model
 

@@ -14,6 +14,16 @@ from fluxir.config import Config, TrackingConfig
 from fluxir.tracking import lineage
 
 
+@pytest.fixture(autouse=True)
+def fresh_policy():
+    """Each test starts with no server known silent and no report notes (fluxir.tracking.policy)."""
+    from fluxir.tracking import policy
+
+    policy.forget()
+    yield
+    policy.forget()
+
+
 @pytest.fixture
 def cfg(tmp_path, monkeypatch) -> Config:
     # mlflow.set_tracking_uri (called by fluxir.tracking.runs.start_run) exports MLFLOW_TRACKING_URI, which
@@ -101,17 +111,107 @@ def test_a_failing_stage_marks_its_run_failed(cfg, tmp_path, monkeypatch):
     assert _client(cfg).get_run(parent).info.status == "FAILED"
 
 
-def test_an_unreachable_server_never_stops_the_stage(cfg, tmp_path, monkeypatch, caplog):
+def test_an_unreachable_server_not_required_warns_and_the_report_says_so(cfg, tmp_path, monkeypatch, caplog):
+    import dataclasses
+    import json
+
     from fluxir.net import free_port
 
     port = free_port()  # closed again: nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     monkeypatch.setenv(lineage.PARENT_ENV, "0" * 32)
-    with caplog.at_level("WARNING", logger="fluxir.tracking.lineage"):
-        with lineage.stage_run("degrade", cfg, root=tmp_path) as run_id:
+    untracked = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, required=False))
+    with caplog.at_level("WARNING", logger="fluxir.tracking"):
+        with lineage.stage_run("degrade", untracked, root=tmp_path) as run_id:
             ran = True
     assert ran and run_id is None
-    assert f"no MLflow server answers at http://127.0.0.1:{port}" in caplog.text
+    assert len(caplog.records) == 1
+    assert f"stage degrade runs untracked: no MLflow server answers at http://127.0.0.1:{port}" in caplog.text
+    report = json.loads((tmp_path / "reports" / "degrade" / "tracking.json").read_text())
+    assert report["tracked"] is False and report["warnings"] == [
+        f"no MLflow server answers at http://127.0.0.1:{port} within 3 s"
+    ]
+
+
+def test_an_unreachable_server_required_stops_the_stage_before_its_work(cfg, tmp_path, monkeypatch):
+    from fluxir.net import free_port
+    from fluxir.tracking.policy import MlflowUnavailable
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # set: required
+    monkeypatch.setenv(lineage.PARENT_ENV, "0" * 32)
+    ran = False
+    with pytest.raises(MlflowUnavailable, match="did not answer within 3 s; start it") as caught:
+        with lineage.stage_run("degrade", cfg, root=tmp_path):
+            ran = True
+    assert not ran and caught.value.exit_status == 1
+    assert not (tmp_path / "reports").exists()
+
+
+def test_a_stage_that_needs_no_mlflow_never_asks_it(cfg, tmp_path, monkeypatch):
+    from fluxir.net import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # required, and down
+    monkeypatch.delenv(lineage.PARENT_ENV, raising=False)  # no pipeline, and no run of its own
+    with lineage.stage_run("filter", cfg, root=tmp_path) as run_id:
+        assert run_id is None
+    from fluxir.tracking.policy import MlflowUnavailable
+
+    with pytest.raises(MlflowUnavailable):  # a stage with a run of its own (train.track) does ask
+        with lineage.stage_run("train", cfg, root=tmp_path, own_run=True):
+            pass
+
+
+def test_a_flow_without_mlflow_runs_untracked_when_not_required(cfg, tmp_path, monkeypatch):
+    import dataclasses
+
+    from fluxir.net import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    untracked = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, required=False))
+    assert lineage.open_pipeline_run(untracked, tmp_path) == ""
+    lineage.close_pipeline_run("", untracked, tmp_path, "FAILED", error="x")  # nothing to end
+
+
+@pytest.mark.slow
+def test_the_next_pipeline_run_ends_a_sigkilled_processes_runs_killed(cfg, tmp_path):
+    """A process that opened a pipeline run (as the Prefect flow does) and a stage child is SIGKILLed: both
+    stay RUNNING until the next pipeline run starts, which ends them KILLED."""
+    import signal
+
+    opener = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from fluxir.config import Config, TrackingConfig
+        from fluxir.tracking import lineage
+        cfg = Config(tracking=TrackingConfig(uri={cfg.tracking.uri!r}, experiment={cfg.tracking.experiment!r}))
+        parent = lineage.open_pipeline_run(cfg, sys.argv[1])
+        os.environ[lineage.PARENT_ENV] = parent
+        with lineage.stage_run("generate", cfg, root=sys.argv[1]) as child:
+            print(parent, child, flush=True)
+            time.sleep(600)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", lineage.PARENT_ENV)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", opener, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        parent, child = proc.stdout.readline().split()
+        assert {_client(cfg).get_run(r).info.status for r in (parent, child)} == {"RUNNING"}
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.stdout.close()
+    assert {_client(cfg).get_run(r).info.status for r in (parent, child)} == {"RUNNING"}, "nobody ended them"
+
+    mine = lineage.open_pipeline_run(cfg, tmp_path)
+    for run_id in (parent, child):
+        run = _client(cfg).get_run(run_id)
+        assert run.info.status == "KILLED", run_id
+        assert f"its process {proc.pid} on " in run.data.tags["error"]
+    assert _client(cfg).get_run(mine).info.status == "RUNNING"  # its own process is alive
+    lineage.close_pipeline_run(mine, cfg, tmp_path)
 
 
 def test_secondary_ranks_log_nothing(cfg, tmp_path, monkeypatch):
@@ -183,3 +283,16 @@ def test_one_parent_per_dvc_repro(tmp_path):
         kids = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id)
         assert kids == ["a", "b"]
         assert p.info.status == "FINISHED"
+
+
+def test_a_stage_running_untracked_gets_its_own_track_switch_off(cfg):
+    from fluxir.stages import opens_own_run, without_own_run
+
+    assert opens_own_run("benchmark", cfg) and opens_own_run("train", cfg)
+    assert not opens_own_run("filter", cfg) and not opens_own_run("build-model", cfg)
+    off = without_own_run("benchmark", cfg)
+    assert (
+        off.benchmark.track is False
+        and off.train.track is True
+        and off.benchmark.methods == cfg.benchmark.methods
+    )

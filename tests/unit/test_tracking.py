@@ -180,3 +180,174 @@ def test_importing_tracking_does_not_import_mlflow():
     code = "import sys, fluxir.tracking.runs; print('mlflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# ----------------------------------------------------------------------------------------------
+# The MLflow policy (fluxir.tracking.policy): ask once, briefly; stop in one line or run untracked, loudly
+
+
+@pytest.fixture
+def fresh_policy():
+    from fluxir.tracking import policy
+
+    policy.forget()
+    yield policy
+    policy.forget()
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections and never reads or answers (a hung server)."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.listen(8)
+        yield server.getsockname()[1]
+
+
+def _cfg(required):
+    from fluxir.config import Config, TrackingConfig
+
+    return Config(tracking=TrackingConfig(required=required))
+
+
+def test_required_defaults_to_whether_the_uri_was_set_in_the_environment(fresh_policy, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert fresh_policy.is_required(_cfg(None)) is False
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    assert fresh_policy.is_required(_cfg(None)) is False
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert fresh_policy.is_required(_cfg(None)) is True
+    assert fresh_policy.is_required(_cfg(False)) is False
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert fresh_policy.is_required(_cfg(True)) is True
+
+
+def test_a_silent_server_is_found_silent_within_the_probe_time(fresh_policy, silent_port):
+    import time
+
+    from fluxir.net import free_port
+
+    t0 = time.monotonic()
+    assert not fresh_policy.answers(f"http://bob:pw@127.0.0.1:{silent_port}")
+    assert time.monotonic() - t0 < fresh_policy.PROBE_SECONDS + 2
+    assert not fresh_policy.answers(f"http://127.0.0.1:{free_port()}")  # closed port: at once
+    assert fresh_policy.answers("sqlite:////nonexistent/mlruns.db")  # a local store is never asked
+
+
+def test_required_and_silent_is_one_line_exit_1_without_the_password(fresh_policy, silent_port):
+    from fluxir.errors import report
+
+    uri = f"http://bob:hunter2@127.0.0.1:{silent_port}"
+    with pytest.raises(fresh_policy.MlflowUnavailable) as caught:
+        fresh_policy.check("filter", uri, required=True)
+    assert str(caught.value) == (
+        f"MLflow at http://bob:***@127.0.0.1:{silent_port} did not answer within 3 s; "
+        "start it (make services) or set tracking.required=false"
+    )
+    assert report("filter", caught.value) == 1
+    assert not fresh_policy.is_silent(uri)  # nothing learnt: the stage stopped
+
+
+def test_not_required_warns_once_and_the_report_records_it(fresh_policy, tmp_path, caplog):
+    from fluxir.net import free_port
+
+    uri = f"http://bob:hunter2@127.0.0.1:{free_port()}"
+    with caplog.at_level("WARNING", logger="fluxir.tracking"):
+        assert fresh_policy.check("train", uri, required=False) is False
+        assert fresh_policy.check("train", uri, required=True) is False  # known silent: no second wait
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "MLflow: stage train runs untracked: no MLflow server answers" in warning
+    assert "hunter2" not in warning and fresh_policy.ran_untracked("train")
+
+    path = fresh_policy.write_report("train", tmp_path / "reports" / "train")
+    note = f"no MLflow server answers at {fresh_policy.redact(uri)} within 3 s"
+    assert json_of(path) == {"stage": "train", "tracked": False, "warnings": [note]}
+    assert fresh_policy.write_report("train", tmp_path / "reports" / "train") is None  # a tracked rerun
+    assert not path.exists(), "a stale note is removed by a run that had no tracking problem"
+
+
+def test_a_failure_mid_run_silences_a_dead_server_and_keeps_no_varying_text(fresh_policy, tmp_path):
+    from fluxir.net import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    fresh_policy.lost("train", uri, ConnectionError("object at 0x7f00dead: refused"))
+    assert fresh_policy.is_silent(uri)
+    path = fresh_policy.write_report("train", tmp_path)
+    assert json_of(path)["warnings"] == [f"MLflow at {uri} stopped answering during the run"]
+
+
+def json_of(path):
+    import json
+
+    return json.loads(path.read_text())
+
+
+def test_brief_requests_make_one_short_try_and_restore_the_users_limits(monkeypatch):
+    import os
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    with tracking.brief_requests():
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "1"
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+
+
+def test_a_run_logger_stops_logging_to_mlflow_after_one_failure(fresh_policy, tmp_path, monkeypatch, caplog):
+    import mlflow
+
+    from fluxir.train.runlog import LOSS_CSV, RunLog
+
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("the server went away")
+
+    monkeypatch.setattr(mlflow, "log_metrics", broken)
+    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: "http://127.0.0.1:9")  # closed: silent
+    run_log = RunLog(tmp_path, mlflow_on=True)
+    with caplog.at_level("WARNING", logger="fluxir.tracking"):
+        for step in (1, 2, 3):
+            row = {"step": step, "loss": 0.5, "mse": 0.4, "pixel": 0.1, "lr": 1e-4}
+            run_log.step(row, {"grad_norm": 1.0})
+    assert len(calls) == 1 and run_log.mlflow_on is False
+    assert len((tmp_path / LOSS_CSV).read_text().splitlines()) == 3  # the curve goes on without MLflow
+    assert len(caplog.records) == 1 and "stopped answering during the run" in caplog.text
+
+
+# ----------------------------------------------------------------------------------------------
+# Runs left RUNNING by a process that is gone (fluxir.tracking.owners)
+
+
+def test_a_new_top_level_run_ends_the_runs_of_dead_processes_killed(store):
+    import socket
+
+    from mlflow import MlflowClient
+
+    from fluxir.tracking import owners
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its pid names no process now (or, reused, one with another start time)
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.create_experiment("fluxir-owners")
+    here = socket.gethostname()
+
+    def running(name, **owner):
+        tags = {owners.HOST_TAG: owner.get("host", here), owners.PID_TAG: str(owner["pid"]),
+                owners.STARTED_TAG: str(owner["started"])}  # fmt: skip
+        return client.create_run(experiment, run_name=name, tags=tags).info.run_id
+
+    me = owners.process_identity()
+    orphan = running("orphan", pid=dead.pid, started=0)
+    alive = running("alive", pid=me[0], started=me[1])
+    elsewhere = running("elsewhere", pid=dead.pid, started=0, host=f"{here}-other")
+    with tracking.start_run("next", "fluxir-owners", uri=store, repo_root=None) as run:
+        tags = client.get_run(run.info.run_id).data.tags
+    assert (tags[owners.PID_TAG], tags[owners.HOST_TAG]) == (str(me[0]), here)
+    killed = client.get_run(orphan)
+    assert killed.info.status == "KILLED" and f"its process {dead.pid} on {here}" in killed.data.tags["error"]
+    assert client.get_run(alive).info.status == "RUNNING"
+    assert client.get_run(elsewhere).info.status == "RUNNING"  # another host's processes are not seen here

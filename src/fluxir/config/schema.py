@@ -47,6 +47,8 @@ class TrackingConfig:
     """Root of the stage reports (summaries, validation reports, tables, grids); a profile with its own pipeline writes elsewhere."""
     registered_model: Str = "fluxir-adapter"
     """MLflow registered model each trained adapter becomes a version of (alias 'candidate'); '' logs only."""
+    required: Bool | None = None
+    """When MLflow does not answer as a stage starts: stop it in one line, exit 1 (true), or run it untracked with a warning its report records (false); null: true exactly when MLFLOW_TRACKING_URI is set in the environment."""
 
 
 @section("restore")
@@ -65,6 +67,10 @@ class RestoreConfig:
     """Seed of the initial noise; the same seed and input give the same output."""
     max_input_pixels: Int = Field(50_000_000, ge=1)
     """Refuse LQ inputs with more pixels than this (protects against decompression bombs)."""
+    # 4096 x 4096: a 1024 px LQ input at the default x4, 4K (3840 x 2160) with room to spare, 16x the paper's
+    # 1024 px test outputs; 25 tiles at the default tile/overlap. A 6000 x 4000 photo at x4 would be 486.
+    max_output_pixels: Int = Field(4096 * 4096, ge=1)
+    """Refuse outputs (LQ size x scale) with more pixels than this unless `fluxir restore --force`: many tiles, hours on a CPU."""
     color_fix: Literal["wavelet", "adain", "none"] = "wavelet"
     """Colours from the bicubic upscale: wavelet (its low frequencies), adain (channel mean/std) or none."""
     tile_mode: Literal["fused", "per_tile"] = "fused"

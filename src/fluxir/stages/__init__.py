@@ -14,6 +14,7 @@ Every stage reads its inputs through a validated manifest and writes images plus
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -65,18 +66,39 @@ def setup_logging() -> None:
     disable_library_bars()
 
 
+def section_name(stage: str) -> str:
+    """The params section of a stage: ``build-model`` -> ``build_model``."""
+    return stage.replace("-", "_")
+
+
+def opens_own_run(stage: str, cfg: Config) -> bool:
+    """Whether ``stage`` opens an MLflow run of its own: its section's ``track`` switch (train, benchmark)."""
+    return bool(getattr(getattr(cfg, section_name(stage), None), "track", False))
+
+
+def without_own_run(stage: str, cfg: Config) -> Config:
+    """``cfg`` with the stage's ``track`` switch off: a stage running untracked then never calls MLflow."""
+    section = section_name(stage)
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), track=False)})
+
+
 @contextmanager
 def tracked_stage(name: str, args: argparse.Namespace) -> Iterator[Config]:
     """Logging, the validated params, and a child of the pipeline's MLflow run around one stage's core.
 
-    Outside a pipeline run (no ``dvc repro`` or flow above it) nothing is tracked; see fluxir.tracking.lineage.
+    The MLflow policy (fluxir.tracking.policy) runs first, before the core: a server that does not answer
+    stops the stage in one line (``tracking.required``) or the stage runs untracked, and then with its own
+    ``track`` switch off, so the core makes no MLflow call. Outside a pipeline run (no ``dvc repro`` or flow
+    above it) only a stage's own run is tracked; see fluxir.tracking.lineage.
     """
     from fluxir.tracking.lineage import stage_run
+    from fluxir.tracking.policy import ran_untracked
 
     setup_logging()
     cfg = load_stage_config(args)
-    with stage_run(name, cfg):
-        yield cfg
+    own_run = opens_own_run(name, cfg)
+    with stage_run(name, cfg, own_run=own_run):
+        yield without_own_run(name, cfg) if own_run and ran_untracked(name) else cfg
 
 
 def run_stage(

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fluxir.errors import UserError, redact
+from fluxir.errors import UserError
 from fluxir.io import sha256_file
 
 if TYPE_CHECKING:
@@ -191,11 +191,11 @@ def scored_model(cfg: Config, run_id: str) -> Iterator[ModelVersion | None]:
         try:
             version = link_benchmark(cfg.tracking.registered_model, cfg.benchmark.adapter, run_id)
         except Exception as exc:  # noqa: BLE001 - tracking must not stop the benchmark
-            log.warning(
-                "MLflow: benchmark not linked to a model version (%s: %s)",
-                type(exc).__name__,
-                redact(str(exc)),
-            )
+            from fluxir.tracking import policy
+
+            # a warning, and a note in the benchmark's tracking.json
+            what = "to link the benchmark to its model version"
+            policy.lost("benchmark", str(mlflow.get_tracking_uri()), exc, what=what)
     model_id = logged_model_id(version) if version is not None else None
     if model_id is None:
         yield version

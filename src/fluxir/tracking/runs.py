@@ -54,6 +54,24 @@ def bound_http_requests() -> None:
         os.environ.setdefault(key, value)
 
 
+@contextmanager
+def brief_requests(seconds: int = 1) -> Iterator[None]:
+    """MLflow's HTTP requests in the block make one try of ``seconds``: for a last call to a server already
+    found silent (ending a run on the way out), which must not wait out :data:`HTTP_LIMITS` again. MLflow
+    reads these variables per request; the user's values come back after the block."""
+    brief = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(seconds), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    saved = {key: os.environ.get(key) for key in brief}
+    os.environ.update(brief)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def tracking_uri(configured: str) -> str:
     """The tracking URI to use: ``$MLFLOW_TRACKING_URI`` if set, else ``configured``, else local sqlite.
 
@@ -153,6 +171,39 @@ def lineage_tags(repo_root: str | Path) -> dict[str, str]:
     return tags
 
 
+def open_run(
+    name: str,
+    experiment: str,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    nested: bool = False,
+    uri: str | None = None,
+    repo_root: str | Path | None = ".",
+) -> mlflow.ActiveRun:
+    """:func:`start_run` without the ``with``: the run stays active until ``mlflow.end_run(status)``.
+
+    For a caller that must tell a failure to open the run (tracking) from a failure of its own work.
+    """
+    import mlflow
+
+    from fluxir.tracking.owners import end_orphaned_runs, owner_tags
+
+    if uri is not None:
+        mlflow.set_tracking_uri(tracking_uri(uri))
+    follow_project(str(mlflow.get_tracking_uri()))  # a copied project writes into its own mlruns/
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    new_top_level = not (nested or parent_run_id or mlflow.active_run() or os.environ.get("MLFLOW_RUN_ID"))
+    if new_top_level:  # runs a killed process left RUNNING end KILLED (fluxir.tracking.owners)
+        end_orphaned_runs(mlflow.MlflowClient(), [experiment_id])
+    all_tags = {**(lineage_tags(repo_root) if repo_root is not None else {}), **owner_tags(), **(tags or {})}
+    return mlflow.start_run(
+        run_name=name,
+        nested=nested,
+        parent_run_id=parent_run_id,
+        tags={k: str(v) for k, v in all_tags.items()},
+    )
+
+
 @contextmanager
 def start_run(
     name: str,
@@ -168,21 +219,11 @@ def start_run(
     ``nested=True`` makes it a child of the active run; ``parent_run_id`` makes it a child of that run
     when none is active (e.g. an ablation run in another process). ``uri`` goes through
     :func:`tracking_uri`; None keeps MLflow's current URI. Lineage tags from ``repo_root`` are added
-    (None skips them); ``tags`` win over them. A run left by an exception is marked FAILED.
+    (None skips them), and the owner tags of this process (:mod:`fluxir.tracking.owners`); ``tags`` win
+    over them. A run left by an exception is marked FAILED. Starting a new top-level run first ends KILLED
+    the runs of the experiment whose process died without ending them.
     """
-    import mlflow
-
-    if uri is not None:
-        mlflow.set_tracking_uri(tracking_uri(uri))
-    follow_project(str(mlflow.get_tracking_uri()))  # a copied project writes into its own mlruns/
-    mlflow.set_experiment(experiment)
-    all_tags = {**(lineage_tags(repo_root) if repo_root is not None else {}), **(tags or {})}
-    with mlflow.start_run(
-        run_name=name,
-        nested=nested,
-        parent_run_id=parent_run_id,
-        tags={k: str(v) for k, v in all_tags.items()},
-    ) as run:
+    with open_run(name, experiment, parent_run_id, tags, nested, uri, repo_root) as run:
         yield run
 
 
