@@ -53,6 +53,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "fluxir.serving.app",
         "Serve a web page on 127.0.0.1 to restore images with a trained adapter (Gradio).",
     ),
+    "push": (
+        "fluxir.orchestration.sync",
+        "dvc push that stops with one line when the S3 server stops answering (DVC alone retries for hours).",
+    ),
+    "pull": (
+        "fluxir.orchestration.sync",
+        "dvc pull that stops with one line when the S3 server stops answering.",
+    ),
     "services": (
         "fluxir.orchestration.services",
         "Start, stop or list local services: Prefect, MLflow, SeaweedFS (S3).",

@@ -17,6 +17,9 @@ def free_port(preferred: int | None = None, host: str = LOOPBACK) -> int:
     """``preferred`` if nothing listens there on ``host``, else a port the OS hands out."""
     for port in ([preferred] if preferred else []) + [0]:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # Connections of a stopped server linger in TIME_WAIT; servers bind over them (Go, uvicorn and
+            # werkzeug all set SO_REUSEADDR), so the probe does too. A live listener still refuses it.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, port))
             except OSError:

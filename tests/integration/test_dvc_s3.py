@@ -147,7 +147,11 @@ def test_repository_remote_holds_no_endpoint_or_secret():
     cfg.read(REPO / ".dvc" / "config")
     remote = cfg["'remote \"storage\"'"]
     assert remote["url"].startswith("s3://") and cfg["core"]["remote"] == "storage"
-    assert set(remote) == {"url"}, "endpoint and keys belong in .dvc/config.local or the environment"
+    # endpoint and keys belong in .dvc/config.local or the environment; timeouts keep a dead server from
+    # hanging a push (the same as fluxir's own S3 client)
+    assert set(remote) == {"url", "connect_timeout", "read_timeout"}
+    assert float(remote["connect_timeout"]) == storage.CONNECT_TIMEOUT_SECONDS
+    assert float(remote["read_timeout"]) == storage.READ_TIMEOUT_SECONDS
 
 
 def test_storage_round_trip(seaweed, tmp_path, monkeypatch):
@@ -194,3 +198,76 @@ def test_parse_url():
     assert str(storage.parse_url("s3://b").child("x", "y/")) == "s3://b/x/y"
     with pytest.raises(storage.StorageError, match="not an S3 URL"):
         storage.parse_url("/tmp/x")
+
+
+def test_a_push_cut_by_a_server_kill_completes_after_a_restart(tmp_path):
+    """SIGKILL SeaweedFS mid-``fluxir push``: the push stops with one line in bounded time (plain DVC retries
+    every remaining object for hours); after a restart (same port) a second push completes, and a pull into
+    a wiped cache gives every file back byte for byte."""
+    import signal
+    import time
+
+    from fluxir.orchestration.processes import read_pid
+
+    svc_root = tmp_path / "services"
+    first = services.start(svc_root, fixed_ports=False, only=["seaweedfs"], echo=lambda _: None)
+    try:
+        project = tmp_path / "project"
+        project.mkdir()
+        env = _env()
+        _run(["git", "init", "-q"], project, env)
+        _dvc(project, env, "init", "-q")
+        _dvc(project, env, "config", "core.site_cache_dir", str(project / ".dvc-site"))
+        data = project / "data" / "many"
+        data.mkdir(parents=True)
+        for i in range(1500):  # many objects: the push takes long enough to be cut
+            (data / f"{i:04d}.bin").write_bytes(os.urandom(8_000))
+        _dvc(project, env, "add", "-q", "data/many")
+        expected = _digests(data)
+        url = f"s3://{services.BUCKET}/fault-{uuid.uuid4().hex[:8]}"
+        _dvc(project, env, "remote", "add", "-d", "storage", url)
+        committed = configparser.ConfigParser()
+        committed.read(REPO / ".dvc" / "config")
+        for option in ("connect_timeout", "read_timeout"):  # the repository's own remote settings
+            value = committed["'remote \"storage\"'"][option]
+            _dvc(project, env, "remote", "modify", "storage", option, value)
+        client = _env({k: first[k] for k in S3_VARS} | {"DVC_NO_ANALYTICS": "1"})
+        fluxir = [str(Path(sys.executable).parent / "fluxir"), "push", "-j", "1", "--give-up", "5"]
+
+        log = tmp_path / "push.log"
+        with log.open("w") as out:
+            push = subprocess.Popen(fluxir, cwd=project, env=client, stdout=out, stderr=subprocess.STDOUT)
+        s3 = storage.filesystem(first["FLUXIR_S3_ENDPOINT_URL"])
+        os.environ.update({k: first[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
+        deadline = time.monotonic() + 120
+        while push.poll() is None and time.monotonic() < deadline:
+            try:
+                if sum(1 for _ in storage.iter_objects(url, s3)) >= 20:
+                    break
+            except (OSError, storage.StorageError):
+                pass
+            time.sleep(0.05)
+        assert push.poll() is None, "the push ended before the server could be killed"
+        weed = read_pid(svc_root / services.STATE_DIR / "seaweedfs.pid")
+        os.killpg(int(weed["pid"]), signal.SIGKILL)
+        t0 = time.monotonic()
+        push.wait(timeout=120)
+        cut_seconds = time.monotonic() - t0
+        output = log.read_text()
+        assert push.returncode == 1, output[-2000:]
+        errors = [line for line in output.splitlines() if line.startswith("fluxir push: error: ")]
+        assert len(errors) == 1 and "stopped answering for 5 s" in errors[0], output[-2000:]
+        assert "Traceback" not in output and first["AWS_SECRET_ACCESS_KEY"] not in output
+
+        again = services.start(svc_root, fixed_ports=False, only=["seaweedfs"], echo=lambda _: None)
+        assert again["FLUXIR_S3_ENDPOINT_URL"] == first["FLUXIR_S3_ENDPOINT_URL"]  # the port was reused
+        _run(fluxir[:2], project, client)
+        for path in (project / ".dvc" / "cache", data):
+            subprocess.run(["rm", "-rf", str(path)], check=True)
+        _run([*fluxir[:1], "pull"], project, client)
+        assert _digests(data) == expected
+        print(
+            f"push stopped {cut_seconds:.1f} s after the server was killed; the rerun and a pull are intact"
+        )
+    finally:
+        services.stop(svc_root, timeout=5, echo=lambda _: None)

@@ -125,15 +125,30 @@ def client_env(ports: Mapping[str, int], creds: Mapping[str, str]) -> dict[str, 
     }
 
 
+def pick_ports(state: Path, fixed_ports: bool = True) -> dict[str, int]:
+    """The services' ports: those of the last start when free, so that a restart leaves .services/env, a
+    sourced shell and .dvc/config.local pointing at the same endpoints; else the usual ones (when free
+    and ``fixed_ports``); else any free port."""
+    previous = _previous_ports(state)
+    return {
+        key: free_port(previous.get(key) or (port if fixed_ports else None))
+        for key, port in PREFERRED_PORTS.items()
+    }
+
+
 def plan(
-    project: Path, shard_workers: int = 0, fixed_ports: bool = True, app: bool = False
+    project: Path,
+    shard_workers: int = 0,
+    fixed_ports: bool = True,
+    app: bool = False,
+    ports: Mapping[str, int] | None = None,
 ) -> tuple[list[Service], dict[str, str]]:
     """The services of ``project`` in start order, and the client environment; picks the ports.
 
     ``app`` adds the web page (``fluxir app``) last; it reads params.yaml and the registry like a client.
     """
     state = project / STATE_DIR
-    ports = {key: free_port(port if fixed_ports else None) for key, port in PREFERRED_PORTS.items()}
+    ports = ports or pick_ports(state, fixed_ports)
     creds = _s3_credentials(state)
     env = client_env(ports, creds)
     s3_config = {
@@ -205,6 +220,14 @@ def plan(
     return services, env
 
 
+def _previous_ports(state: Path) -> dict[str, int]:
+    try:
+        record = json.loads((state / "services.json").read_text())
+        return {k: int(v) for k, v in record.get("ports", {}).items() if k in PREFERRED_PORTS}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def _api_json(url: str, body: Mapping[str, Any] | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -257,7 +280,8 @@ def start(
     if running:
         names = ", ".join(sorted(running))
         raise ServiceError(f"already running in {state}: {names}; run `make services-stop` first")
-    services, env = plan(root, shard_workers, fixed_ports, app)
+    ports = pick_ports(state, fixed_ports)
+    services, env = plan(root, shard_workers, fixed_ports, app, ports)
     if only is not None:
         unknown = set(only) - {svc.name for svc in services}
         if unknown:
@@ -281,7 +305,7 @@ def start(
     env = {k: v for k, v in env.items() if _serves(k, started)}
     lines = [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
     write_text_atomic(state / "env", "\n".join(lines) + "\n", mode=0o600)
-    record = {"project": str(root), "env": env, "services": started}
+    record = {"project": str(root), "env": env, "services": started, "ports": ports}
     write_json_atomic(state / "services.json", record, mode=0o600)
     echo(f"clients: source {state / 'env'}   then: prefect deployment run {DEPLOYMENT} --watch")
     return env

@@ -61,6 +61,11 @@ def parse_url(url: str) -> S3Url:
     return S3Url(bucket, prefix.strip("/"))
 
 
+CONNECT_TIMEOUT_SECONDS = 5
+READ_TIMEOUT_SECONDS = 30
+"""Per attempt; the committed DVC remote (.dvc/config) uses the same values."""
+
+
 def endpoint_url(explicit: str | None = None) -> str | None:
     """The S3 endpoint: ``explicit``, else ``$FLUXIR_S3_ENDPOINT_URL``, else None (botocore decides)."""
     return explicit or os.environ.get(ENDPOINT_ENV) or None
@@ -77,6 +82,9 @@ def filesystem(endpoint: str | None = None) -> Any:
             "signature_version": "s3v4",
             "s3": {"addressing_style": "path"} if url else {},
             "retries": {"max_attempts": 5, "mode": "standard"},
+            # A dead or hung server fails the transfer in seconds, not botocore's 60 s per attempt.
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "read_timeout": READ_TIMEOUT_SECONDS,
         },
         # A new instance reads the credentials now (a cached one would keep the first it saw), and
         # listings are never cached: another machine's uploads must show at once.
