@@ -82,9 +82,9 @@ def crash_orphaned_runs(flow_name: str, deployment: str) -> list[str]:
 if __name__ == "__main__":
     project = Path.cwd()
     for run_id in crash_orphaned_runs(fluxir.name, FULL_DEPLOYMENT):
-        print(f"flow run {run_id} was left running by an earlier serve process: marked Crashed")
+        print(f"flow run {run_id} was left running by an earlier serve process: marked Crashed", flush=True)
     if run_guard.recover_params(project):
-        print("params.yaml: put back from the journal of a run that did not finish")
+        print("params.yaml: put back from the journal of a run that did not finish", flush=True)
     if pool := os.environ.get("FLUXIR_SHARD_POOL"):
         deploy_shards(pool, project)
     fluxir.serve(

@@ -168,6 +168,58 @@ def test_validation_reports_written(finished_run, pipeline_project):
         assert all(json.loads(p.read_text())["success"] for p in found), stage
 
 
+def test_a_killed_serve_process_leaves_a_crashed_run_and_the_rerun_completes(
+    finished_run, pipeline_project, pipeline_services
+):
+    """SIGKILL the serving process group mid-run (train running, the run's settings in params.yaml); start
+    it again: the run is marked Crashed, params.yaml is the committed file, and a rerun completes."""
+    import os
+    import signal
+    import time
+
+    from mlflow import MlflowClient
+
+    from fluxir.orchestration.processes import read_pid
+
+    committed = (pipeline_project / "params.yaml").read_bytes()
+    params = {"overrides": {**TINY_OVERRIDES, "train.max_steps": 40, "train.checkpoint_every": 40}}
+    with prefect_client(pipeline_services) as client:
+        deployment = client.read_deployment_by_name("fluxir/full")
+        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=params)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if any("Running stage 'train'" in m for m in flow_run_logs(pipeline_services, str(flow_run.id))):
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("the run never reached the train stage")
+    assert (pipeline_project / "params.yaml").read_bytes() != committed  # the run's settings, in place
+    serve = read_pid(pipeline_project / ".services" / "prefect-serve.pid")
+    os.killpg(int(serve["pid"]), signal.SIGKILL)  # the server process and the flow run under it
+    time.sleep(2)
+    assert (pipeline_project / "params.yaml").read_bytes() != committed  # nobody could put it back
+
+    restart = [sys.executable, "-m", "fluxir.orchestration.services", "start", "--project", str(pipeline_project),
+               "--only", "prefect-serve", "--shard-workers", "2", "--any-ports"]  # fmt: skip
+    out = run(restart, pipeline_project, tool_env())
+    assert (
+        f"flow run {flow_run.id} was left running by an earlier serve process: marked Crashed"
+        in (pipeline_project / ".services" / "prefect-serve.log").read_text()
+    )
+    assert (pipeline_project / "params.yaml").read_bytes() == committed, out
+    with prefect_client(pipeline_services) as client:
+        assert client.read_flow_run(flow_run.id).state.type.value == "CRASHED"
+
+    rerun = run_deployment(pipeline_project, pipeline_services, params)
+    assert rerun.returncode == 0, rerun.output[-3000:]
+    assert (pipeline_project / "params.yaml").read_bytes() == committed
+    # The killed run's MLflow parent was ended KILLED when the rerun opened its own.
+    tracking = MlflowClient(pipeline_services["MLFLOW_TRACKING_URI"])
+    exp = tracking.get_experiment_by_name("fluxir")
+    killed = pipeline_parent_run(tracking, exp.experiment_id, str(flow_run.id))
+    assert killed.info.status == "KILLED"
+
+
 def test_broken_row_stops_the_chain(finished_run, pipeline_project, pipeline_services):
     """A scored manifest whose row 3 has a bad hash (committed to DVC as if it came from the remote):
     the filter stage's input gate refuses it, and nothing after it runs."""

@@ -47,6 +47,7 @@ BUCKET = "fluxir"
 SHARD_POOL = "fluxir-shards"
 DEPLOYMENT = "fluxir/full"
 PREFERRED_PORTS = {"s3": 8333, "mlflow": 5000, "prefect": 4200}
+PORT_OWNERS = {"s3": "seaweedfs", "mlflow": "mlflow", "prefect": "prefect-server"}
 APP_PORT = 7860  # Gradio's usual port
 # weed mini opens one listener per component (plus gRPC); every one is pinned so none lands on 0.0.0.0.
 WEED_PORTS = (
@@ -125,13 +126,17 @@ def client_env(ports: Mapping[str, int], creds: Mapping[str, str]) -> dict[str, 
     }
 
 
-def pick_ports(state: Path, fixed_ports: bool = True) -> dict[str, int]:
-    """The services' ports: those of the last start when free, so that a restart leaves .services/env, a
-    sourced shell and .dvc/config.local pointing at the same endpoints; else the usual ones (when free
-    and ``fixed_ports``); else any free port."""
+def pick_ports(
+    state: Path, fixed_ports: bool = True, keep: set[str] | frozenset = frozenset()
+) -> dict[str, int]:
+    """The services' ports: those of the last start when free (or, for the ``keep`` keys, of services
+    still running), so that a restart leaves .services/env, a sourced shell and .dvc/config.local pointing
+    at the same endpoints; else the usual ones (when free and ``fixed_ports``); else any free port."""
     previous = _previous_ports(state)
     return {
-        key: free_port(previous.get(key) or (port if fixed_ports else None))
+        key: previous[key]
+        if key in keep and key in previous
+        else free_port(previous.get(key) or (port if fixed_ports else None))
         for key, port in PREFERRED_PORTS.items()
     }
 
@@ -277,16 +282,17 @@ def start(
     state = root / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
     running = {p.stem: rec for p in state.glob("*.pid") if (rec := read_pid(p))}
-    if running:
-        names = ", ".join(sorted(running))
-        raise ServiceError(f"already running in {state}: {names}; run `make services-stop` first")
-    ports = pick_ports(state, fixed_ports)
+    # Services still running keep their ports (the others are pointed at them); a service that died
+    # (e.g. the serving process, killed) can be started again alone with ``only``.
+    ports = pick_ports(state, fixed_ports, keep={k for k, owner in PORT_OWNERS.items() if owner in running})
     services, env = plan(root, shard_workers, fixed_ports, app, ports)
     if only is not None:
         unknown = set(only) - {svc.name for svc in services}
         if unknown:
             raise ServiceError(f"unknown services {sorted(unknown)}; known: {[svc.name for svc in services]}")
         services = [svc for svc in services if svc.name in only]
+    if clash := sorted(set(running) & {svc.name for svc in services}):
+        raise ServiceError(f"already running in {state}: {', '.join(clash)}; run `make services-stop` first")
     started: list[str] = []
     try:
         for svc in services:
@@ -302,6 +308,7 @@ def start(
                 stop_pid(int(rec["pid"]), timeout=5)
             (state / f"{name}.pid").unlink(missing_ok=True)
         raise
+    started = [name for name in _start_order(state) if name in running] + started
     env = {k: v for k, v in env.items() if _serves(k, started)}
     lines = [f"export {k}={shlex.quote(v)}" for k, v in env.items()]
     write_text_atomic(state / "env", "\n".join(lines) + "\n", mode=0o600)
