@@ -4,7 +4,9 @@ The paper's no-reference metrics (``clipiqa+_vitL14_512``, ``maniqa-pipal``, ``m
 weight files no offline machine can fetch. They are looked up in the torch hub cache (``$TORCH_HOME/hub``,
 or ``score.torch_home``) BEFORE any metric is built, and downloads are blocked while metrics are built
 (unless ``score.allow_download``), so a missing file stops at once with one line naming the file and the
-folder it belongs in (:class:`MissingWeightsError`, a :class:`~fluxir.errors.UserError`).
+folder it belongs in (:class:`MissingWeightsError`, a :class:`~fluxir.errors.UserError`). A file that is
+there but damaged (garbage, truncated, another model's weights) is one line naming it too
+(:class:`DamagedWeightsError`): delete it and place the real file.
 
 The full-reference fidelity convention (PSNR and SSIM on YCbCr Y or RGB, with a border cut) is defined
 here once, below both the benchmark (which runs pyiqa with :func:`fr_kwargs`) and the trainer's held-out
@@ -52,6 +54,10 @@ _FR_URLS = {
 
 class MissingWeightsError(UserError, FileNotFoundError):
     """A metric's weight file is not in the cache; the message names the file and where it goes."""
+
+
+class DamagedWeightsError(UserError):
+    """A metric's weight file is there but cannot be read (garbage, truncated) or does not fit the metric."""
 
 
 def configure_torch_home(torch_home: str = "") -> Path:
@@ -144,6 +150,45 @@ def _no_downloads() -> Iterator[None]:
 _current = [""]  # the metric being built, for the messages of _no_downloads
 
 
+def _damaged_message(metric: str, path: object, what: str) -> str:
+    name = Path(str(path)).name
+    url = f" (from {PYIQA_WEIGHTS_URL}/{name})" if Path(str(path)).parent.name == "pyiqa" else ""
+    return (
+        f"score metric '{metric}': weight file {path} {what}; delete it and place the real file there{url}, "
+        "or set score.allow_download: true where the network is reachable"
+    )
+
+
+@contextlib.contextmanager
+def _watch_weight_loads(loaded: list[str]) -> Iterator[None]:
+    """Turn a weight file torch cannot read (garbage, truncated) into a DamagedWeightsError naming it;
+    record in ``loaded`` each file read, so a file that loads but does not fit can be named too."""
+    import torch
+
+    original = torch.load
+
+    def watched(f: Any, *args: Any, **kwargs: Any) -> Any:
+        path = getattr(f, "name", f)  # a path, or an open file (clip opens the file itself)
+        loaded.append(str(path))
+        try:
+            return original(f, *args, **kwargs)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - unpickling garbage raises anything: EOFError, UnpicklingError, ...
+            first = (str(exc).splitlines() or [""])[0].split(". ")[0][:160]
+            raise DamagedWeightsError(
+                _damaged_message(
+                    _current[0], path, f"is damaged or not a torch file ({type(exc).__name__}: {first})"
+                )
+            ) from exc
+
+    torch.load = watched
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
 # ----------------------------------------------------------------------------------------------
 # Metrics
 
@@ -181,13 +226,21 @@ def create_metrics(
             )
     metrics = {}
     guard = contextlib.nullcontext() if allow_download else _no_downloads()
-    with guard:
+    loaded: list[str] = []
+    with guard, _watch_weight_loads(loaded):
         for name in names:
             _current[0] = name
+            loaded.clear()
             try:
                 metrics[name] = pyiqa.create_metric(name, device=device, as_loss=False, **kwargs)
-            except MissingWeightsError:
+            except (MissingWeightsError, DamagedWeightsError):
                 raise
+            except RuntimeError as exc:
+                if not (loaded and "Error(s) in loading state_dict" in str(exc)):
+                    raise
+                raise DamagedWeightsError(
+                    _damaged_message(name, loaded[-1], "does not fit the metric (its tensors do not match)")
+                ) from exc
             except OSError as exc:  # e.g. huggingface_hub's offline error for a timm backbone
                 raise MissingWeightsError(
                     f"score metric '{name}' could not load its weights offline ({type(exc).__name__}: "

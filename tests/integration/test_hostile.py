@@ -471,3 +471,112 @@ def test_train_runs_untracked_beside_a_silent_mlflow_when_not_required(
     assert report["tracked"] is False and report["stage"] == "train"
     assert (tmp_path / "data" / "run" / "adapter").is_dir()
     assert len((tmp_path / "reports" / "run" / "loss.csv").read_text().splitlines()) == 3
+
+
+# ==============================================================================================
+# Damaged files the user placed or copied (a model folder, a weight file, training pairs and their
+# manifest): one line naming the file and what to do, never a traceback, nothing written for the run.
+
+
+def _cut_in_half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("rel", ["transformer/config.json", "tokenizer_2/tokenizer.json"])
+def test_a_truncated_file_of_a_local_base_model_is_named_as_damaged(
+    project: Path, tiny_model_dir: Path, rel: str
+) -> None:
+    import shutil
+
+    model = project / "models" / "copy"
+    shutil.copytree(tiny_model_dir, model)
+    _cut_in_half(model / rel)
+    checked = subprocess.run(
+        [FLUXIR, "models", "check", "models/copy"], cwd=project, env=_env(), capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    line = _check(checked, 2, f"models/copy/{rel}", "damaged model file", "re-download the snapshot")
+    assert "Hugging Face cache" not in line
+    # the same folder as model.base of a stage
+    done = _run(project, "generate", "--set", "model.base=models/copy", "--no-progress")
+    line = _check(done, 2, f"models/copy/{rel}", "damaged model file")
+    assert "Hugging Face cache" not in line
+    assert not list((project / "data" / "generate").rglob("*.png"))
+
+
+def _generate_input(root: Path) -> None:
+    """A small generate manifest: the score stage's input."""
+    import numpy as np
+
+    from fluxir.data.images import write_image_atomic
+    from fluxir.data.manifest import write_manifest
+
+    rows = []
+    for k in range(3):
+        path = root / "data" / "generate" / "shard_000" / f"{k:07d}.png"
+        sha = write_image_atomic(path, np.full((16, 16, 3), 50 * k, np.uint8))
+        rows.append(
+            dict(id=f"{k:07d}", index=k, path=str(path), source="flux", model="tiny", seed=k, prompt="",
+                 width=16, height=16, sha256=sha, created_at=pd.Timestamp("2025-01-01", tz="UTC"))
+        )  # fmt: skip
+    df = pd.DataFrame(rows)
+    df["seed"] = df["seed"].astype("Int64")
+    write_manifest(df, root / "data" / "generate" / "manifest.parquet", kind="generate")
+
+
+def test_a_garbage_pyiqa_weight_file_is_named_with_its_fix(project: Path) -> None:
+    weights = project / "th" / "hub" / "pyiqa" / "musiq_koniq_ckpt-e95806b9.pth"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(os.urandom(4096))
+    _generate_input(project)
+    done = _run(
+        project, "score", "--set", "score.metrics=[musiq]", "--set", "score.torch_home=th", "--no-progress"
+    )
+    _check(
+        done,
+        2,
+        "'musiq'",
+        str(weights),
+        "is damaged or not a torch file",
+        "delete it and place the real file",
+    )
+    assert not (project / "data" / "score" / "manifest.parquet").exists()
+
+
+def _train(root: Path) -> subprocess.CompletedProcess:
+    return _run(root, "train", "--set", "train.engine=torch", "--set", "model.device=cpu")
+
+
+@pytest.mark.parametrize(
+    "manifest", [b"id,hq_path,lq_path\nx,a.png,b.png\n", b"", b"PAR1 and then nothing a parquet reader wants"]
+)
+def test_train_refuses_a_manifest_that_is_not_parquet(project: Path, manifest: bytes) -> None:
+    path = project / "data" / "degrade" / "manifest.parquet"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(manifest)
+    line = _check(_train(project), 2, "data/degrade/manifest.parquet", "not a readable parquet manifest")
+    assert "rerun the degrade stage" in line
+    assert not (project / "data" / "train" / "adapter").exists()
+
+
+@pytest.mark.parametrize(("which", "how"), [("lq", "garbage"), ("hq", "truncated")])
+def test_train_stops_at_a_damaged_training_image_naming_pair_and_file(
+    project: Path, tiny_model_dir: Path, which: str, how: str
+) -> None:
+    from train_pairs import write_pairs
+
+    write_pairs(project, per_photo=2)
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["model"]["tiny_dir"] = str(tiny_model_dir)
+    raw["model"]["max_sequence_length"] = 32
+    raw["train"].update({"val_size": 1, "batch_size": 1})
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    image = project / "data" / "degrade" / which / "coffee-01.png"
+    if how == "garbage":
+        image.write_bytes(os.urandom(2048))
+    else:
+        _cut_in_half(image)
+    line = _check(_train(project), 2, "pair 'coffee-01'", f"data/degrade/{which}/coffee-01.png")
+    assert "cannot be read as an image" in line and "rerun the degrade stage" in line
+    assert not (project / "data" / "train" / "adapter").exists()

@@ -111,3 +111,40 @@ def test_missing_input_manifest_is_a_one_line_error(tmp_path, monkeypatch, capsy
         err
         == "fluxir degrade: error: data/filter/manifest.parquet: manifest not found; run the stage that writes it first"
     )
+
+
+def test_a_killed_run_leaves_no_temp_file_in_the_output_after_the_rerun(filtered, tmp_path):
+    """SIGKILL mid-run, then a rerun to completion: the folder (a DVC output) holds no temp file of a write
+    the kill cut short, and the same bytes as an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fluxir.io import TMP_SUFFIX
+
+    out = tmp_path / "data" / "degrade"
+    cmd = [sys.executable, "-m", "fluxir.stages.degrade", "--params", str(filtered), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("hq/*.png")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # What a kill inside a write leaves, wherever the kill above happened to land: a temp file beside the
+    # file being written, in each folder the stage writes (a user's own *.tmp is not the stage's to remove).
+    for folder in (out, out / "hq", out / "lq", out / "records"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f".0000003.png.k1ll3d{TMP_SUFFIX}").write_bytes(b"half a png")
+    (out / "notes.tmp").write_text("the user's")
+
+    assert cli_main(["degrade", "--params", str(filtered), "--no-progress"]) == 0
+    assert not [p for p in out.rglob("*") if p.name.endswith(TMP_SUFFIX)]
+    assert (out / "notes.tmp").read_text() == "the user's"
+    assert len(read_manifest(out / "manifest.parquet")) == 4
+
+    other = ["--set", "degrade.out_dir=data/degrade-clean"]
+    assert cli_main(["degrade", "--params", str(filtered), *other, "--no-progress"]) == 0
+    assert digests(out) == digests(tmp_path / "data" / "degrade-clean")

@@ -548,3 +548,61 @@ def test_ingest_survives_any_decoder_error_and_skips_its_own_output(awkward_dir,
     assert [(Path(r["path"]).name, r["reason"]) for r in rejected] == [
         ("weird.png", "undecodable (IndexError: decoder bug)")
     ]
+
+
+# ----------------------------------------------------------------------------------------------
+# A smaller num_images after a killed (or finished) larger run
+
+
+def test_a_smaller_num_images_after_a_killed_run_leaves_exactly_those_images(
+    tiny_model_dir, tmp_path, monkeypatch, caplog
+):
+    """A killed run leaves images and progress parts, no manifest (a range run leaves the same). The rerun
+    with fewer images must not keep the others in the folder (a DVC output), and must equal a fresh run:
+    the last batch, once rendered larger, is rendered again at its new size."""
+    settings = dict(width=32, height=32, num_inference_steps=2, batch_size=2, shard_size=2)
+    shrunk, clean = tmp_path / "shrunk", tmp_path / "clean"
+    shrunk.mkdir()
+    clean.mkdir()
+    monkeypatch.chdir(shrunk)
+    params = _params(shrunk, tiny_model_dir, num_images=6, **settings)
+    assert (
+        cli_main(["generate", "--params", str(params), "--start", "0", "--count", "6", "--no-progress"]) == 0
+    )
+    out = shrunk / "data" / "generate"
+    assert len(list(out.rglob("*.png"))) == 6 and list(out.glob(".progress*"))
+    assert not (out / "manifest.parquet").exists()
+
+    with caplog.at_level("WARNING", logger="fluxir"):
+        assert (
+            cli_main(["generate", "--params", str(params), "--set", "generate.num_images=3", "--no-progress"])
+            == 0
+        )
+    assert "generate.num_images=3 is smaller than an earlier run's: removed 4 of its image(s)" in caplog.text
+    df = read_manifest(out / "manifest.parquet")
+    assert df["id"].tolist() == ["0000000", "0000001", "0000002"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [
+        "shard_000/0000000.png",
+        "shard_000/0000001.png",
+        "shard_001/0000002.png",
+    ]
+    assert not list(out.glob(".progress*"))
+
+    monkeypatch.chdir(clean)
+    assert cli_main(["generate", "--params", str(_params(clean, tiny_model_dir, num_images=3, **settings)),
+                     "--no-progress"]) == 0  # fmt: skip
+    fresh = clean / "data" / "generate"
+    assert read_manifest(fresh / "manifest.parquet")[["id", "seed", "sha256"]].equals(
+        df[["id", "seed", "sha256"]]
+    )
+
+    # Growing again is unaffected: only the new images are made.
+    monkeypatch.chdir(shrunk)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="fluxir"):
+        assert (
+            cli_main(["generate", "--params", str(params), "--set", "generate.num_images=4", "--no-progress"])
+            == 0
+        )
+    assert "smaller than an earlier run" not in caplog.text and "(1 made now" in caplog.text
+    assert len(read_manifest(out / "manifest.parquet")) == 4

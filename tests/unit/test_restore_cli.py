@@ -360,3 +360,77 @@ def test_the_default_output_limit_allows_4k_and_refuses_a_24_mp_photo_at_x4(tmp_
         assert (problem is not None) == refused, problem
     assert "24000x16000 px (384 MP, 486 tiles of 1024 px)" in problem
     assert restore.size_problem(tmp_path / "24mp.png", options, force=True) is None
+
+
+# ----------------------------------------------------------------------------------------------
+# A full disk mid-run: stop with one line naming the output (exit 1), keep what is finished
+
+
+def test_a_full_disk_stops_a_folder_run_with_one_line_keeping_finished_outputs(
+    model_dirs, tmp_path, capsys, monkeypatch
+):
+    import errno
+
+    import fluxir.data.images as images
+    from fluxir.io import TMP_SUFFIX, atomic_path
+
+    base, adapter = model_dirs
+    folder = tmp_path / "lq"
+    folder.mkdir()
+    photo = Image.fromarray(skdata.astronaut()).resize((24, 20))
+    for name in ("a.png", "b.png", "c.png"):
+        photo.save(folder / name)
+    out = tmp_path / "out"
+    writes: list[Path] = []
+    real_write = images.write_bytes_atomic
+
+    def disk_full_after_one(path, data, mode=None):
+        writes.append(Path(path))
+        if len(writes) == 1:
+            return real_write(path, data, mode)
+        with atomic_path(path) as tmp:  # as a real write: half the bytes land in the temp file, then ENOSPC
+            tmp.write_bytes(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")  # write() errors name no file
+
+    monkeypatch.setattr(images, "write_bytes_atomic", disk_full_after_one)
+    assert run_restore([str(folder), str(out)], base, adapter) == 1
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if ": error: " in line]  # besides the loading bars
+    assert len(err) == 1, captured.err[-2000:]
+    assert err[0] == (
+        f"fluxir restore: error: {writes[1]}: No space left on device; the disk is full; free space and rerun "
+        "(finished files are kept); stopped after restoring 1 of 3 image(s), rerun the same command to do the rest"
+    )
+    assert captured.out.strip().splitlines() == ["restored 1, kept 0 existing, skipped 0"]
+    assert len(writes) == 2  # stopped at the full disk, not tried for every remaining file
+    assert sorted(p.name for p in out.iterdir()) == [writes[0].name]  # no partial file, no temp file
+    assert not list(out.rglob(f"*{TMP_SUFFIX}"))
+
+    monkeypatch.setattr(images, "write_bytes_atomic", real_write)  # space freed: the rerun does the rest
+    assert run_restore([str(folder), str(out)], base, adapter) == 0
+    assert capsys.readouterr().out.strip() == "restored 2, kept 1 existing, skipped 0"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_a_full_disk_on_a_single_file_is_one_line_without_a_summary(
+    model_dirs, tmp_path, capsys, monkeypatch
+):
+    import errno
+
+    import fluxir.data.images as images
+
+    base, adapter = model_dirs
+    Image.fromarray(skdata.astronaut()).resize((24, 20)).save(tmp_path / "a.png")
+
+    def disk_full(path, data, mode=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(images, "write_bytes_atomic", disk_full)
+    assert run_restore([str(tmp_path / "a.png"), str(tmp_path / "out.png")], base, adapter) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = [line for line in captured.err.splitlines() if ": error: " in line]
+    assert len(err) == 1 and err[0].startswith(
+        f"fluxir restore: error: {tmp_path / 'out.png'}: No space left"
+    )
+    assert not (tmp_path / "out.png").exists()

@@ -15,7 +15,7 @@ from fluxir.cli import main as cli_main
 from fluxir.config import ConfigError, config_from_dict
 from fluxir.data.images import write_image_atomic
 from fluxir.data.manifest import read_manifest, write_manifest
-from fluxir.iqa import MissingWeightsError, check_weights, create_metrics
+from fluxir.iqa import DamagedWeightsError, MissingWeightsError, check_weights, create_metrics
 from fluxir.stages import score as score_stage
 from fluxir.stages.score import run_score, score_images
 
@@ -268,3 +268,40 @@ def test_a_crash_mid_scoring_keeps_the_finished_batches(tmp_path, monkeypatch):
     df = read_manifest("data/score/manifest.parquet")
     np.testing.assert_allclose(df["score_mean"], np.arange(5) * 50 / 255, rtol=1e-6)
     assert not Path("data/score/.progress.parquet").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# A weight file that is there but damaged: one line naming it, "delete it and place the real file"
+
+MUSIQ_FILE = "musiq_koniq_ckpt-e95806b9.pth"
+
+
+@pytest.mark.parametrize("content", [b"garbage, not a torch file" * 40, b"", b"PK\x03\x04half a zip"])
+def test_a_damaged_weight_file_stops_the_cli_with_one_line_naming_it(tmp_path, monkeypatch, capsys, content):
+    monkeypatch.chdir(tmp_path)
+    _generate_manifest(tmp_path / "data" / "generate")
+    weights = tmp_path / "th" / "hub" / "pyiqa" / MUSIQ_FILE
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(content)
+    # in process, an exception the CLI did not turn into its one line would fail the test right here
+    assert cli_main(["score", "--params", str(_params(tmp_path, metrics=["musiq"])), "--no-progress"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(
+        f"fluxir score: error: score metric 'musiq': weight file {weights} is damaged or not a torch file ("
+    )
+    assert "delete it and place the real file there" in errors[0] and MUSIQ_FILE in errors[0]
+    assert not Path("data/score/manifest.parquet").exists()
+    assert weights.read_bytes() == content  # the user's file is named, not deleted
+
+
+def test_a_weight_file_of_another_model_is_named_as_not_fitting(tmp_path):
+    weights = tmp_path / "hub" / "pyiqa" / MUSIQ_FILE
+    weights.parent.mkdir(parents=True)
+    torch.save({"head.weight": torch.zeros(2)}, weights)
+    hub = score_stage.configure_torch_home(str(tmp_path))
+    with pytest.raises(DamagedWeightsError) as info:  # a UserError: one line, exit 2
+        create_metrics(["musiq"], "cpu", hub)
+    message = str(info.value)
+    assert message.startswith(f"score metric 'musiq': weight file {weights} does not fit the metric")
+    assert "delete it and place the real file there" in message and "\n" not in message

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from fluxir.models.flux import ModelNotFoundError, load_flux, resolve_base
+from fluxir.models.flux import (
+    NO_TEXT_ENCODERS,
+    DamagedModelError,
+    ModelNotFoundError,
+    load_flux,
+    resolve_base,
+)
 from fluxir.models.tiny import save_tiny_pipeline
 
 
@@ -111,3 +117,47 @@ def test_unreachable_hub_id_gives_one_line_error(monkeypatch):
         load_flux("fluxir-tests/not-a-real-model")
     assert "huggingface-cli download fluxir-tests/not-a-real-model" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# A damaged model folder (a truncated copy): one line naming the file, never "not in the cache"
+
+
+def _cut_in_half(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "transformer/config.json",
+        "tokenizer_2/tokenizer.json",
+        "tokenizer/tokenizer_config.json",
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+    ],
+)
+def test_a_truncated_file_of_a_model_folder_is_named_as_damaged(tiny_dir, tmp_path, rel):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dir, copy)
+    _cut_in_half(copy / rel)
+    with pytest.raises(DamagedModelError) as info:
+        load_flux(copy)
+    message = str(info.value)
+    assert message.startswith(f"{copy / rel}: damaged model file (")
+    assert "re-download the snapshot" in message and "fluxir models build-tiny" in message
+    assert "Hugging Face cache" not in message and "\n" not in message
+
+
+def test_a_truncated_file_of_a_skipped_component_does_not_stop_the_load(tiny_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dir, copy)
+    _cut_in_half(copy / "tokenizer_2" / "tokenizer.json")  # not loaded: restore with stored embeddings
+    pipe = load_flux(copy, **NO_TEXT_ENCODERS)
+    assert pipe.tokenizer_2 is None and pipe.transformer is not None

@@ -233,3 +233,66 @@ def test_cache_clear_removes_the_folder(pairs, tmp_path):
     cache.build(pairs[:2], 4, fake_encode())
     cache.clear()
     assert not cache.folder.exists()
+
+
+# ------------------------------------------------------------------------------------------ damaged files
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"not a parquet file at all\n", "not a readable parquet manifest"),
+        (b"", "not a readable parquet manifest"),
+        (b"PAR1" + b"\0" * 64, "not a readable parquet manifest"),
+    ],
+)
+def test_a_manifest_that_is_not_parquet_fails_with_one_line(tmp_path, content, reason):
+    path = tmp_path / "manifest.parquet"
+    path.write_bytes(content)
+    with pytest.raises(TrainDataError) as info:
+        read_pairs(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {reason} (") and "rerun the degrade stage" in message
+    assert "\n" not in message
+
+
+def test_sizes_that_are_not_numbers_fail_with_one_line(project, tmp_path):
+    df = pd.read_parquet(project / "data/degrade/manifest.parquet")
+    df["hq_height"] = df["hq_height"].astype(str)
+    df.loc[1, "hq_height"] = "tall"
+    df.to_parquet(tmp_path / "m.parquet")
+    with pytest.raises(TrainDataError, match=r"pair 'astronaut-01' has hq_height='tall'.*whole numbers"):
+        read_pairs(tmp_path / "m.parquet")
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "garbage":
+        path.write_bytes(b"\x89PNG garbage, not an image" * 8)
+    elif how == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.unlink()
+
+
+@pytest.mark.parametrize("which", ["HQ", "LQ"])
+@pytest.mark.parametrize("how", ["garbage", "truncated", "missing"])
+def test_a_damaged_pair_image_stops_training_naming_pair_and_file(pairs, tmp_path, which, how):
+    import shutil
+
+    first = pairs[0]
+    hq, lq = tmp_path / "hq.png", tmp_path / "lq.png"
+    shutil.copy(first.hq_path, hq)
+    shutil.copy(first.lq_path, lq)
+    damaged = hq if which == "HQ" else lq
+    _damage(damaged, how)
+    pair = Pair(first.id, hq, lq, first.height, first.width)
+    cache = LatentCache(tmp_path / "cache", "d" * 64)
+    with pytest.raises(TrainDataError) as info:
+        cache.build([pairs[1], pair, pairs[2]], 4, fake_encode())
+    message = str(info.value)
+    assert message.startswith(f"pair '{first.id}': {which} image {damaged}: ")
+    assert ("file not found" if how == "missing" else "cannot be read as an image") in message
+    assert "rerun the degrade stage" in message and "\n" not in message
+    assert cache.path(pairs[1]).is_file() and not cache.path(pair).exists()  # stopped at the bad pair
+    assert not list(cache.folder.glob(f".*{TMP_SUFFIX}"))

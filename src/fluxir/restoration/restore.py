@@ -22,8 +22,14 @@ left to do. Everything the plan can see is refused or skipped before minutes of 
   ``restore.max_output_pixels`` is refused unless ``--force``: the message names the size, the limit and
   the tile count (a 6000 x 4000 photo at x4 is 486 tiles of 1024 px: hours on a CPU).
 
+* **A write that fails** (a full disk, a read-only folder) stops the run: a full disk does not get better
+  for the next file. The summary of what was done is printed, then one line naming the output and the
+  error (exit 1 for the machine's: ENOSPC, EDQUOT, EROFS); finished outputs are kept, the failed one
+  is not left half-written, and a rerun does the rest.
+
 Exit status: 0 when every image was restored or kept, :data:`SKIPPED_EXIT` (3) when a folder run skipped
-any file (after printing the summary, so scripts can tell), 2 when the run was refused.
+any file (after printing the summary, so scripts can tell), 2 when the run was refused, 1 when the
+machine stopped it (a full disk).
 """
 
 from __future__ import annotations
@@ -48,6 +54,17 @@ TILE_GRID = 16
 
 class RestoreError(UserError, ValueError):
     """A restore run that cannot start (bad arguments, missing input); printed as one line."""
+
+
+class RestoreStopped(UserError):
+    """A run stopped by a write that would fail for every later file too (a full disk, a read-only or
+    unwritable folder); ``report`` holds what was done, ``exit_status`` is the path error's (1 for the
+    machine's: ENOSPC, EDQUOT, EROFS)."""
+
+    def __init__(self, message: str, exit_status: int, report: RestoreReport) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+        self.report = report
 
 
 @dataclass
@@ -224,9 +241,31 @@ def restore_paths(pipeline, plan: RestorePlan, options) -> RestoreReport:
         except (ImageDecodeError, RestoreInputError) as exc:
             report.skipped.append((image, str(exc)))
             continue
-        write_image_atomic(target, restored)
+        try:
+            write_image_atomic(target, restored)  # whole or not at all: no partial file under its name
+        except OSError as exc:
+            raise _write_stopped(exc, target, report, len(plan.todo)) from exc
         report.restored.append(target)
     return report
+
+
+def _write_stopped(exc: OSError, target: Path, report: RestoreReport, total: int) -> OSError | RestoreStopped:
+    """A failed write as RestoreStopped (one line naming the output, what was done), or ``exc`` as it is
+    when the error is not a known file-system one. A full disk does not get better for the next file, so
+    the run stops rather than skip every remaining file."""
+    from fluxir.errors import path_error
+
+    named = OSError(exc.errno, exc.strerror, exc.filename or str(target))  # a write() error names no file
+    known = path_error(named)
+    if known is None:
+        return exc
+    status, line = known
+    done = len(report.restored)
+    return RestoreStopped(
+        f"{line}; stopped after restoring {done} of {total} image(s), rerun the same command to do the rest",
+        status,
+        report,
+    )
 
 
 def print_report(report: RestoreReport) -> int:
@@ -306,8 +345,13 @@ def run(args: argparse.Namespace) -> int:
         return print_report(RestoreReport(kept=plan.kept, skipped=plan.skipped))
     from fluxir.restoration.sources import adapter_source
 
-    with adapter_source(args.adapter, cfg.tracking.uri) as source:
-        report = _restore(args, cfg, source, plan)
+    try:
+        with adapter_source(args.adapter, cfg.tracking.uri) as source:
+            report = _restore(args, cfg, source, plan)
+    except RestoreStopped as exc:
+        if not args.input.is_file():
+            print_report(exc.report)  # what was done and skipped so far, then the one error line
+        raise
     if args.input.is_file() and report.skipped:
         raise RestoreError(f"{report.skipped[0][0]}: {report.skipped[0][1]}")
     return print_report(report)

@@ -6,7 +6,8 @@ by (image id, seed), so a rerun, in any order or in shards, gives bitwise-equal 
 
 Outputs under ``degrade.out_dir``: ``hq/<id>.png`` and ``lq/<id>.png``, ``manifest.parquet`` (one row per
 pair with the degradation record), and ``rejected.parquet`` (images that could not be used, with the
-reason). A rerun after a crash keeps the pairs already written (writes are atomic) and does the rest.
+reason). A rerun after a crash keeps the pairs already written (writes are atomic), removes the temp
+files of the writes the crash cut short, and does the rest.
 
 Nothing written depends on where the project lives or on the run's history: paths inside ``records/``
 are relative to ``out_dir``, and how many pairs a resumed run reused goes to the log and MLflow
@@ -30,7 +31,7 @@ from fluxir.data.manifest import MANIFEST_NAME, write_manifest
 from fluxir.data.paths import check_id, resolve_inside
 from fluxir.data.validate import KindSpec, Rule, read_validated, register_kind, validate_manifest
 from fluxir.degradation import crop_skip_reason, degrade_pair, image_rng, resolve_params
-from fluxir.io import sha256_bytes, write_bytes_atomic
+from fluxir.io import remove_partial_writes, sha256_bytes, write_bytes_atomic
 from fluxir.stages import add_common_arguments, reports_root, run_stage, tracked_stage
 from fluxir.tracking.lineage import log_run_facts
 
@@ -94,6 +95,11 @@ def run_degrade(cfg: Config, progress: bool = True) -> dict[str, Any]:
     # The manifest as configured (relative): the validation reports must not name this machine's folders.
     label = Path(d.out_dir) / MANIFEST_NAME
     out_dir = Path(d.out_dir).absolute()
+    # A killed run can leave temp files of the writes it was in (hq/, lq/, records/, the manifests): they
+    # are not part of the output DVC stores. Only this project's temp files, only in the stage's folders.
+    stale = remove_partial_writes(out_dir, subfolders=("hq", "lq", "records"))
+    if stale:
+        log.info("removed %d partial writes left by an interrupted run", stale)
     reports = reports_root(cfg) / "validation" / "degrade"
     source = read_validated(d.in_manifest, "filter", reports, name="input")
     params = resolve_params(d)

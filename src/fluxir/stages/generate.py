@@ -184,6 +184,49 @@ def count_on_disk(out_dir: Path, start: int, stop: int, shard_size: int, image_f
     return found
 
 
+def remove_images(out_dir: Path, lo: int, hi: int | None, shard_size: int, image_format: str) -> list[int]:
+    """Delete this stage's images with index in ``[lo, hi)`` (``hi`` None: no end); return their indexes.
+
+    Only files named as this stage names image k (``shard_NNN/<k>.<fmt>``) go, from one listing of each
+    shard folder that can hold such an index."""
+    first, last = lo // shard_size, None if hi is None else (hi - 1) // shard_size
+    removed: list[int] = []
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(out_dir) as shards:
+        for shard in shards:
+            number = shard.name.removeprefix("shard_")
+            if number == shard.name or not number.isdigit() or int(number) < first:
+                continue
+            if last is not None and int(number) > last:
+                continue
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(shard.path) as files:
+                for file in files:
+                    index = file.name.partition(".")[0]
+                    if (
+                        index.isdigit()
+                        and int(index) >= lo
+                        and (hi is None or int(index) < hi)
+                        and shard_relpath(int(index), shard_size, image_format) == f"{shard.name}/{file.name}"
+                        and file.is_file(follow_symlinks=False)
+                    ):
+                        os.unlink(file.path)
+                        removed.append(int(index))
+    return removed
+
+
+def remove_beyond(out_dir: Path, num_images: int, batch_size: int, shard_size: int, image_format: str) -> int:
+    """Make the folder what a fresh run of ``num_images`` would make, after an earlier (killed or finished)
+    run with a larger ``generate.num_images``: its images with index >= ``num_images`` are deleted (the
+    folder is a DVC output and holds exactly the images of its manifest), and so are those of the last,
+    now smaller batch if that batch's images beyond ``num_images`` were there (they were rendered in the
+    larger batch, and a batch's images can differ in the last bit from those of a smaller one: the rerun
+    renders them again, as a fresh run would). Return how many files were deleted."""
+    removed = remove_images(out_dir, num_images, None, shard_size, image_format)
+    tail = num_images // batch_size * batch_size  # first index of the last batch, if it is now partial
+    if tail < num_images and any(k < tail + batch_size for k in removed):
+        removed += remove_images(out_dir, tail, num_images, shard_size, image_format)
+    return len(removed)
+
+
 # ----------------------------------------------------------------------------------------------
 # Models
 
@@ -193,7 +236,8 @@ def count_on_disk(out_dir: Path, start: int, stop: int, shard_size: int, image_f
 
 
 def run_record(cfg: Config, prompts: Sequence[str]) -> dict[str, Any]:
-    """The settings that decide what the images are; a rerun must match them (num_images may grow)."""
+    """The settings that decide what the images are; a rerun must match them (num_images may change: a
+    whole run with a smaller one removes the images beyond it, see :func:`remove_beyond`)."""
     g = cfg.generate
     common = {
         "source": g.source,
@@ -369,6 +413,16 @@ def run_generate(
     if g.source == FOLDER:
         rows, rejected, made = _ingest(cfg, out_dir, known_rows, checkpoint, progress)
     else:
+        if start == 0 and count is None:  # a whole run: the folder ends with exactly num_images images
+            beyond = remove_beyond(out_dir, g.num_images, g.batch_size, g.shard_size, g.image_format)
+            if beyond:
+                log.warning(
+                    "generate.num_images=%d is smaller than an earlier run's: removed %d of its image(s) "
+                    "(index >= %d, and the last batch's if it was rendered larger), so the folder and the "
+                    "manifest hold exactly %d images, as a fresh run would",
+                    g.num_images, beyond, g.num_images, g.num_images,
+                )  # fmt: skip
+                known_rows = [r for r in known_rows if os.path.isfile(r["path"])]
         render = make_render(cfg)
         rows, made = generate_images(
             render,

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from fluxir.data.images import load_rgb
+from fluxir.data.images import ImageDecodeError, load_rgb
 from fluxir.data.paths import check_id, check_inside
 from fluxir.errors import UserError
 from fluxir.io import atomic_path, sha256_file, write_json_atomic
@@ -87,7 +87,14 @@ def read_pairs(manifest: str | os.PathLike) -> list[Pair]:
         )
     import pandas as pd  # here, not at the top: bench/train_step_gpu.py imports the trainer without pandas
 
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError: not a parquet file
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise TrainDataError(
+            f"{path}: not a readable parquet manifest ({reason}); point train.manifest at the degrade "
+            "stage's manifest.parquet, or rerun the degrade stage (dvc repro degrade)"
+        ) from None
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise TrainDataError(
@@ -101,7 +108,13 @@ def read_pairs(manifest: str | os.PathLike) -> list[Pair]:
     pairs = []
     for i, row in enumerate(df.itertuples(index=False)):
         check_id(row.id, f"{path} row {i}")
-        height, width = int(row.hq_height), int(row.hq_width)
+        try:
+            height, width = int(row.hq_height), int(row.hq_width)
+        except (TypeError, ValueError):
+            raise TrainDataError(
+                f"{path}: pair {row.id!r} has hq_height={row.hq_height!r}, hq_width={row.hq_width!r}; "
+                "sizes must be whole numbers of pixels (rerun the degrade stage)"
+            ) from None
         if height % PIXELS_PER_TOKEN or width % PIXELS_PER_TOKEN:
             raise TrainDataError(
                 f"{path}: pair {row.id!r} is {height}x{width} (HxW); HQ sizes must be multiples of "
@@ -191,9 +204,24 @@ class BucketBatches:
 # Images and latents
 
 
+def _load_pair_image(pair: Pair, path: Path, which: str) -> np.ndarray:
+    """An image of a pair; a missing or damaged file stops training with one line naming pair and file:
+    a pair left out silently would make the run differ from its manifest (and its DVC lock)."""
+    try:
+        return load_rgb(path)
+    except FileNotFoundError:
+        reason = "file not found"
+    except ImageDecodeError as exc:
+        reason = f"cannot be read as an image: {exc}"
+    raise TrainDataError(
+        f"pair {pair.id!r}: {which} image {path}: {reason}; rerun the degrade stage to rewrite it "
+        "(dvc repro degrade), or remove the pair from the manifest"
+    )
+
+
 def pair_images(pair: Pair, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(hq, lq, control)`` uint8 RGB; control = ``upscale_lq(lq, scale)``, the image inference encodes."""
-    hq, lq = load_rgb(pair.hq_path), load_rgb(pair.lq_path)
+    hq, lq = _load_pair_image(pair, pair.hq_path, "HQ"), _load_pair_image(pair, pair.lq_path, "LQ")
     if hq.shape[:2] != (pair.height, pair.width):
         raise TrainDataError(
             f"pair {pair.id!r}: {pair.hq_path} is {hq.shape[0]}x{hq.shape[1]}, the manifest says "
