@@ -434,3 +434,18 @@ def test_a_full_disk_on_a_single_file_is_one_line_without_a_summary(
         f"fluxir restore: error: {tmp_path / 'out.png'}: No space left"
     )
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_newline_in_a_skipped_name_stays_on_one_line(model_dirs, odd_folder, tmp_path, capsys):
+    base, adapter = model_dirs
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "ok.png").write_bytes((odd_folder / "rgb.png").read_bytes())
+    (folder / "bad\nname.txt").write_text("not an image")
+    assert run_restore([str(folder), str(tmp_path / "out")], base, adapter) == 3
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [
+        "restored 1, kept 0 existing, skipped 1",
+        f"  skipped {folder}/bad\\nname.txt: unsupported file type '.txt'; restore reads "
+        + lines[1].split("restore reads ", 1)[1],
+    ]

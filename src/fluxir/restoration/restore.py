@@ -41,7 +41,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fluxir.data.images import IMAGE_SUFFIXES, OUTPUT_SUFFIXES
-from fluxir.errors import UserError
+from fluxir.errors import UserError, printable
 from fluxir.restoration.tiling import tile_starts
 
 SKIPPED_EXIT = 3
@@ -272,7 +272,7 @@ def print_report(report: RestoreReport) -> int:
     """Print the summary line and every skipped file with its reason; return the run's exit status."""
     print(f"restored {len(report.restored)}, kept {len(report.kept)} existing, skipped {len(report.skipped)}")
     for path, reason in sorted(report.skipped):
-        print(f"  skipped {path}: {reason}")
+        print(f"  skipped {printable(path)}: {printable(reason)}")  # one line each, whatever the name holds
     return SKIPPED_EXIT if report.skipped else 0
 
 
