@@ -114,6 +114,48 @@ def test_a_broken_set_value_is_one_line(project: Path) -> None:
     _check(_run(project, "degrade", "--set", "degrade.seed=[1"), 2, "degrade.seed", "YAML")
 
 
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        (b"", ("params.yaml", "empty")),
+        (b"degrade:\n  seed: 1\n  seed: 2\n", ("params.yaml", "seed")),  # a key written twice
+        (b"train:\n  logit_mean: .nan\n", ("train.logit_mean",)),  # NaN trains on NaN losses
+        (b"degrade:\n  out_dir: caf\xe9\n", ("params.yaml", "UTF-8")),  # latin-1, not UTF-8
+    ],
+    ids=["empty", "duplicate-key", "nan", "not-utf8"],
+)
+def test_a_bad_params_file_is_one_line_before_any_work(project: Path, text: bytes, names: tuple) -> None:
+    (project / "params.yaml").write_bytes(text)
+    _check(_run(project, "degrade"), 2, *names)
+    assert not (project / "data" / "degrade").exists() and not (project / "reports").exists()
+
+
+def test_a_stage_cleans_only_its_own_temp_files_in_a_users_folder(project: Path) -> None:
+    """generate.out_dir pointed at a folder that holds a user's files: its cleanup touches only the
+    project's own temp files (``.<name>.<random>.fluxir-tmp``), never a user's ``*.tmp``."""
+    import numpy as np
+
+    from fluxir.data.images import write_image_atomic
+    from fluxir.io import TMP_SUFFIX
+
+    photos = project / "photos"
+    for k in range(2):
+        write_image_atomic(photos / f"{k}.png", np.full((96, 128, 3), 60 * k, np.uint8))
+    users = project / "mine"
+    (users / "deep").mkdir(parents=True)
+    (users / "deep" / "draft.tmp").write_text("a user's file")
+    (users / "notes.tmp").write_text("a user's file")
+    (users / "shard_000").mkdir()
+    (users / "shard_000" / f".0000000.png.x1{TMP_SUFFIX}").write_bytes(b"half-written")  # ours, stale
+    done = _run(project, "generate", "--set", "generate.source=folder", "--set", "generate.input_dir=photos",
+                "--set", "generate.out_dir=mine", "--set", "generate.min_short_side=64",
+                "--set", "generate.min_long_side=64", "--no-progress")  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert (users / "deep" / "draft.tmp").read_text() == "a user's file"
+    assert (users / "notes.tmp").read_text() == "a user's file"
+    assert not list(users.rglob(f"*{TMP_SUFFIX}"))
+
+
 FLOW_PROBE = textwrap.dedent(
     """
     import json, sys
@@ -457,12 +499,17 @@ def test_train_runs_untracked_beside_a_silent_mlflow_when_not_required(
         tmp_path, tiny_model_dir, fast, engine="torch", max_steps=2, checkpoint_every=2, eval_every=2
     )
     env = {**deepspeed_env(), "MLFLOW_TRACKING_URI": f"http://fluxir:{SECRET}@127.0.0.1:{silent_server.port}"}
-    done = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "fluxir.stages.train", *train_stage_args("run")], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=600, check=False,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-3000:]
+    listening = _listening_addresses_while_running(proc)
+    stdout, stderr = proc.communicate(timeout=600)
+    out = stdout + stderr
+    assert proc.returncode == 0, out[-3000:]
+    # nothing another machine could reach (the one-process torch engine opens no store at all; the
+    # DeepSpeed engine's is checked in tests/unit/test_engine_sockets.py)
+    assert {host for host, _ in listening} <= {"127.0.0.1"}, listening
     assert [line for line in out.splitlines() if "MLflow" in line and "untracked" in line], out[-3000:]
     assert len([line for line in out.splitlines() if "MLflow" in line]) == 1, out[-3000:]
     assert SECRET not in out and "Traceback" not in out
@@ -471,6 +518,26 @@ def test_train_runs_untracked_beside_a_silent_mlflow_when_not_required(
     assert report["tracked"] is False and report["stage"] == "train"
     assert (tmp_path / "data" / "run" / "adapter").is_dir()
     assert len((tmp_path / "reports" / "run" / "loss.csv").read_text().splitlines()) == 3
+
+
+def _listening_addresses_while_running(proc: subprocess.Popen) -> set[tuple[str, int]]:
+    """Every TCP address ``proc`` or its children listen on, sampled until it exits."""
+    import time
+
+    import psutil
+
+    found: set[tuple[str, int]] = set()
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            for member in [root, *root.children(recursive=True)]:
+                for conn in member.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN:
+                        found.add((conn.laddr.ip, conn.laddr.port))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    return found
 
 
 # ==============================================================================================
