@@ -129,6 +129,21 @@ def test_lpips_needs_the_torchvision_backbone_too(tmp_path):
     )
 
 
+@pytest.mark.parametrize("damage", [b"not a torch file", b"PK\x03\x04 cut short"])
+def test_damaged_lpips_weights_are_one_line_naming_the_files(tmp_path, damage):
+    from fluxir.errors import UserError
+
+    hub = configure_torch_home(str(tmp_path / "th"))
+    for rel in ("pyiqa/LPIPS_v0.1_alex-df73285e.pth", "checkpoints/alexnet-owt-7be5be79.pth"):
+        (hub / rel).parent.mkdir(parents=True, exist_ok=True)
+        (hub / rel).write_bytes(damage)
+    with pytest.raises(UserError) as refused:
+        build_suite(["lpips"], "cpu", hub)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("benchmark metric 'lpips': its weight file(s) ")
+    assert "alexnet-owt-7be5be79.pth" in message and "place the real file there" in message
+
+
 def test_a_paper_metric_with_its_weights_in_place_is_built_and_scores(tmp_path):
     # MUSIQ with random weights under the file name pyiqa expects: the real loading path, offline.
     import pyiqa

@@ -32,6 +32,8 @@ import numpy as np
 
 from fluxir.iqa import (
     FIDELITY,
+    FR_WEIGHT_FILES,
+    DamagedWeightsError,
     MissingWeightsError,
     check_weights,
     create_metrics,
@@ -115,6 +117,27 @@ def _tensor(rgb: np.ndarray, device: Any) -> Any:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div(255).to(device)
 
 
+def _full_reference_metric(name: str, device: Any, hub: Path, **kwargs: Any) -> Any:
+    """pyiqa's full-reference metric ``name``; weight files that are there but unreadable (garbage,
+    truncated, another model's) are one line naming them, not an unpickling traceback."""
+    import pyiqa
+
+    try:
+        return pyiqa.create_metric(name, device=device, as_loss=False, **kwargs)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unpickling garbage raises anything: EOFError, UnpicklingError, ...
+        present = [str(hub / rel) for rel in FR_WEIGHT_FILES.get(name, ()) if (hub / rel).is_file()]
+        if not present:
+            raise
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise DamagedWeightsError(
+            f"benchmark metric '{name}': its weight file(s) {', '.join(present)} could not be loaded "
+            f"({type(exc).__name__}: {first}); delete the damaged one and place the real file there, or set "
+            "score.allow_download: true where the network is reachable"
+        ) from exc
+
+
 def build_suite(
     names: Sequence[str],
     device: Any,
@@ -132,7 +155,6 @@ def build_suite(
     names are a ConfigError. ``extra_kwargs[name]`` is passed to ``pyiqa.create_metric`` (tests use it to
     build a weightless code path, e.g. ``musiq`` with ``pretrained=False``).
     """
-    import pyiqa
 
     suite = MetricSuite(info={}, device=device)
     for name in names:
@@ -151,7 +173,7 @@ def build_suite(
             if reason:
                 suite.absent[name] = f"{name}: {reason}"
                 continue
-            suite.built[name] = pyiqa.create_metric(name, device=device, as_loss=False, **kwargs)
+            suite.built[name] = _full_reference_metric(name, device, hub, **kwargs)
         else:
             try:
                 if not allow_download:
