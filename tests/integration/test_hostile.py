@@ -387,24 +387,34 @@ def _timed(root: Path, env: dict[str, str], *args: str) -> tuple[subprocess.Comp
     return done, time.monotonic() - t0
 
 
-def _score_input(root: Path) -> None:
-    """A small score manifest (two metrics), so that the filter stage has real work to do."""
+def _image_manifest(root: Path, folder: str, count: int, side: int, step: int, row) -> pd.DataFrame:
+    """``count`` flat ``side``-px images under ``data/<folder>/`` and their manifest rows; ``row(k)`` gives
+    each row's own columns (source, model, seed, scores)."""
     import numpy as np
 
     from fluxir.data.images import write_image_atomic
-    from fluxir.data.manifest import write_manifest
 
     rows = []
-    for k in range(6):
-        path = root / "data" / "score" / "images" / f"{k}.png"
-        sha = write_image_atomic(path, np.full((8, 8, 3), 30 * k, np.uint8))
+    for k in range(count):
+        path = root / "data" / folder / f"{k:07d}.png"
+        sha = write_image_atomic(path, np.full((side, side, 3), step * k, np.uint8))
         rows.append(
-            dict(id=f"{k:07d}", index=k, path=str(path), source="folder", model="photos", seed=None, prompt="",
-                 width=8, height=8, sha256=sha, created_at=pd.Timestamp("2025-01-01", tz="UTC"),
-                 score_sharp=0.1 * k, score_noise=float(10 - k))
+            dict(id=f"{k:07d}", index=k, path=str(path), prompt="", width=side, height=side, sha256=sha,
+                 created_at=pd.Timestamp("2025-01-01", tz="UTC")) | row(k)
         )  # fmt: skip
     df = pd.DataFrame(rows)
     df["seed"] = df["seed"].astype("Int64")
+    return df
+
+
+def _score_input(root: Path) -> None:
+    """A small score manifest (two metrics), so that the filter stage has real work to do."""
+    from fluxir.data.manifest import write_manifest
+
+    df = _image_manifest(
+        root, "score/images", 6, 8, 30,
+        lambda k: dict(source="folder", model="photos", seed=None, score_sharp=0.1 * k, score_noise=float(10 - k)),
+    )  # fmt: skip
     df.attrs["metrics"] = {
         "sharp": {"column": "score_sharp", "lower_better": False},
         "noise": {"column": "score_noise", "lower_better": True},
@@ -574,21 +584,11 @@ def test_a_truncated_file_of_a_local_base_model_is_named_as_damaged(
 
 def _generate_input(root: Path) -> None:
     """A small generate manifest: the score stage's input."""
-    import numpy as np
-
-    from fluxir.data.images import write_image_atomic
     from fluxir.data.manifest import write_manifest
 
-    rows = []
-    for k in range(3):
-        path = root / "data" / "generate" / "shard_000" / f"{k:07d}.png"
-        sha = write_image_atomic(path, np.full((16, 16, 3), 50 * k, np.uint8))
-        rows.append(
-            dict(id=f"{k:07d}", index=k, path=str(path), source="flux", model="tiny", seed=k, prompt="",
-                 width=16, height=16, sha256=sha, created_at=pd.Timestamp("2025-01-01", tz="UTC"))
-        )  # fmt: skip
-    df = pd.DataFrame(rows)
-    df["seed"] = df["seed"].astype("Int64")
+    df = _image_manifest(
+        root, "generate/shard_000", 3, 16, 50, lambda k: dict(source="flux", model="tiny", seed=k)
+    )
     write_manifest(df, root / "data" / "generate" / "manifest.parquet", kind="generate")
 
 

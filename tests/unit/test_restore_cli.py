@@ -137,19 +137,8 @@ def test_huge_input_is_refused_before_decoding(model_dirs, odd_folder, tmp_path,
     base, adapter = model_dirs
     params = tmp_path / "params.yaml"
     params.write_text("restore:\n  max_input_pixels: 400\n")
-    code = main(
-        [
-            "restore",
-            str(odd_folder / "rgb.png"),
-            str(tmp_path / "h.png"),
-            "--base",
-            str(base),
-            "--adapter",
-            str(adapter),
-            "--params",
-            str(params),
-            *FAST,
-        ]
+    code = run_restore(
+        [str(odd_folder / "rgb.png"), str(tmp_path / "h.png"), "--params", str(params)], base, adapter
     )
     assert code == 2
     assert "24x20 px is more than restore.max_input_pixels=400" in capsys.readouterr().err
