@@ -62,6 +62,31 @@ def test_too_large_in_bytes_or_in_declared_pixels_is_refused_before_decoding(awk
         read_upload(good, max_bytes=10**9, max_pixels=1000)
 
 
+def test_an_upload_whose_output_is_too_large_is_refused_on_input_and_on_restore(awkward_dir, settings, cache):
+    from dataclasses import replace
+
+    good = str(awkward_dir["good.png"])  # 96 x 64 -> x4 output 384 x 256 = 98,304 px
+    at_limit = replace(settings, max_output_pixels=384 * 256)
+    assert on_input(good, at_limit)[2] == good
+    over = replace(settings, max_output_pixels=384 * 256 - 1)
+    preview, status, current = on_input(good, over)
+    assert preview is None and current is None
+    assert "good.png is 96x64 px: its x4 output (384x256 px) is more than the 98,303-pixel limit" in status
+    assert "restore.max_output_pixels" in status and "\n" not in status
+    request = RestoreRequest(good, over.adapter, steps=2, tile=1024, color_fix="none", seed=0)
+    pair, download, status = on_restore(request, over, cache)
+    assert pair is None and download is None and "98,303-pixel limit" in status
+    assert not over.output_dir.exists() or not any(over.output_dir.iterdir())
+
+
+def test_the_output_limit_comes_from_the_restore_settings():
+    from fluxir.config import Config, RestoreConfig
+    from fluxir.serving.app import settings_from_config
+
+    cfg = Config(restore=RestoreConfig(max_output_pixels=12345))
+    assert settings_from_config(cfg).max_output_pixels == 12345
+
+
 def test_too_small_is_refused(tmp_path):
     path = tmp_path / "dot.png"
     Image.fromarray(np.zeros((3, 3, 3), np.uint8)).save(path)

@@ -59,6 +59,8 @@ class AppSettings:
     color_fix: str = "none"
     max_upload_bytes: int = MAX_UPLOAD_MB * 2**20
     max_pixels: int = 50_000_000
+    # The page has no --force: an upload whose output is larger is refused (see serving.inputs).
+    max_output_pixels: int = 4096 * 4096
     dtype: str = "float32"
     device: str = "auto"
     examples: list[Path] = field(default_factory=list)
@@ -109,6 +111,7 @@ def settings_from_config(
         seed=r.seed,
         color_fix=str(getattr(r, "color_fix", "none")),
         max_pixels=r.max_input_pixels,
+        max_output_pixels=r.max_output_pixels,
         dtype=cfg.model.dtype,
         device=cfg.model.device,
         examples=held_out_examples(cfg, examples),
@@ -127,6 +130,11 @@ def message(text: str) -> str:
     return f"**Cannot restore:** {text}"
 
 
+def upload_limits(settings: AppSettings) -> tuple[int, int, int, int]:
+    """read_upload's limits for this page: bytes, input pixels, the scale and output pixels."""
+    return settings.max_upload_bytes, settings.max_pixels, settings.scale, settings.max_output_pixels
+
+
 def on_input(path: str | None, settings: AppSettings) -> tuple[Any, str, str | None]:
     """An uploaded or picked file: (preview, status, the path restore will read) or the reason it is refused."""
     from fluxir.serving.inputs import UploadError, read_upload
@@ -134,7 +142,7 @@ def on_input(path: str | None, settings: AppSettings) -> tuple[Any, str, str | N
     if not path:
         return None, "Upload an image or pick an example.", None
     try:
-        rgb = read_upload(path, settings.max_upload_bytes, settings.max_pixels)
+        rgb = read_upload(path, *upload_limits(settings))
     except UploadError as exc:
         return None, message(str(exc)), None
     h, w = rgb.shape[:2]
@@ -175,7 +183,7 @@ def on_restore(
         return None, None, message("no image yet: upload one or pick an example")
     started = time.perf_counter()
     try:
-        lq = read_upload(path, settings.max_upload_bytes, settings.max_pixels)
+        lq = read_upload(path, *upload_limits(settings))
         tile_px = max(16, int(tile) // 16 * 16)
         options = RestoreOptions(
             scale=settings.scale,

@@ -2,8 +2,9 @@
 
 Every check runs before a pixel reaches the model, and none raises anything but :class:`UploadError`, so
 the page can show the message and keep serving: a file too large in bytes, an image whose header
-declares more pixels than allowed (a decompression bomb is a small file), not an image, corrupt or
-truncated, or smaller than the restorer takes.
+declares more pixels than allowed (a decompression bomb is a small file), one whose upscaled output would
+be larger than allowed (hours of tiles that would hold the page for every other user), not an image,
+corrupt or truncated, or smaller than the restorer takes.
 """
 
 from __future__ import annotations
@@ -25,8 +26,13 @@ def _mb(size: int) -> str:
     return f"{size / 2**20:.1f} MB"
 
 
-def read_upload(path: str | Path, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """Decode an uploaded file to (H, W, 3) uint8, or raise UploadError naming the file and the reason."""
+def read_upload(
+    path: str | Path, max_bytes: int, max_pixels: int, scale: int = 1, max_output_pixels: int | None = None
+) -> np.ndarray:
+    """Decode an uploaded file to (H, W, 3) uint8, or raise UploadError naming the file and the reason.
+
+    ``max_pixels`` bounds the upload itself; ``max_output_pixels`` (None: no bound) its ``scale`` x output.
+    """
     from PIL import Image
 
     from fluxir.data.images import ImageDecodeError, decode_image
@@ -45,6 +51,12 @@ def read_upload(path: str | Path, max_bytes: int, max_pixels: int) -> np.ndarray
         raise UploadError(
             f"{name} is {width}x{height} px, more than the {max_pixels:,}-pixel limit of this page "
             "(restore.max_input_pixels)"
+        )
+    out_w, out_h = width * scale, height * scale
+    if max_output_pixels is not None and out_w * out_h > max_output_pixels:
+        raise UploadError(
+            f"{name} is {width}x{height} px: its x{scale} output ({out_w}x{out_h} px) is more than the "
+            f"{max_output_pixels:,}-pixel limit of this page (restore.max_output_pixels); upload a smaller image"
         )
     try:
         rgb = decode_image(path.read_bytes()).rgb
