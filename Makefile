@@ -32,8 +32,13 @@ demo: setup
 demo-mini: setup
 	$(RUN) OMP_NUM_THREADS=1 dvc repro mini/dvc.yaml
 
+# Two pytest-xdist workers (TEST_WORKERS=1 for one), each on one OpenMP thread: the tests are mostly small
+# torch work and waits on subprocesses and servers, so two workers cut the wall time on two cores, where
+# two multi-threaded workers would stall each other. The tests sharing the session's services run on one
+# worker (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: lint browser vulkan
-	$(RUN) python -m pytest -q --durations=10
+	$(RUN) OMP_NUM_THREADS=1 python -m pytest -q -n $(TEST_WORKERS) --durations=10
 
 # Headless Chromium (Debian's package) for the MLflow UI and plot tests; they skip, saying why, without it.
 browser:

@@ -15,6 +15,28 @@ REPO = Path(__file__).resolve().parents[1]
 
 _MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 
+# The modules that use the session's services (integration/conftest.py: `make services` and one flow run,
+# minutes of work). `make test` runs two pytest-xdist workers; these modules go to one of them together, so
+# the services start and the flow runs once.
+SHARED_SERVICES_MODULES = frozenset(
+    f"tests/integration/{name}.py" for name in ("test_mlflow_ui", "test_prefect_flow", "test_services")
+)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Every test is its own unit of work (as ``--dist load``), except SHARED_SERVICES_MODULES: one unit.
+
+    xdist's ``--dist loadgroup`` would do this from a mark, but it silently stops grouping on pytest 9.2
+    (it renames node ids through a field pytest no longer reads: pytest-xdist issue 1386).
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedServicesOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "shared-services" if nodeid.split("::")[0] in SHARED_SERVICES_MODULES else nodeid
+
+    return SharedServicesOnOneWorker(config, log)
+
 
 @pytest.fixture(autouse=True)
 def mlflow_state_stays_in_its_test():

@@ -44,7 +44,7 @@ def mini_base(tmp_path_factory) -> Path:
     """A small mini FluxPipeline folder: the default architecture, few steps (its quality is not under test).
 
     The bar is PSNR to the VAE's own reconstruction, so a rough VAE (400 steps) serves as well as a good one;
-    the prior needs its 300 steps (it must predict some of the noise for the adapter to build on).
+    the prior keeps 300 steps (it must predict some of the noise for the adapter to build on).
     """
     root = tmp_path_factory.mktemp("mini-base")
     photos = root / "photos"
