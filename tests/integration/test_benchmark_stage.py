@@ -170,6 +170,46 @@ def test_benchmark_writes_table1_per_image_grids_and_mlflow(tmp_path, tiny_model
     assert len(logged) == len(table)
 
 
+def test_the_vae_reconstruction_is_an_unranked_ceiling_on_sets_with_hq(tmp_path, tiny_model_dir, monkeypatch):
+    from diffusers import AutoencoderKL
+
+    params = _setup(tmp_path, tiny_model_dir)
+    settings = yaml.safe_load(params.read_text())
+    settings["benchmark"].update(
+        methods=["bicubic", "vae-reconstruction"], sr_models=[], metrics=["psnr", "piqe"]
+    )
+    params.write_text(yaml.safe_dump(settings, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    assert main(["benchmark", "--params", str(params), "--no-progress"]) == 0
+    reports = tmp_path / "reports" / "benchmark"
+
+    per_image = pd.read_csv(reports / "per_image.csv")
+    oracle = per_image[per_image["method"] == "vae-reconstruction"]
+    assert sorted(oracle["dataset"].unique()) == ["DIV2K-Val", "RealSR"] and len(oracle) == 3 + 2
+    # the HQ through the base VAE, by hand: posterior mean, decode, back to 8 bits
+    hq = load_rgb(tmp_path / "data" / "benchmark" / "RealSR" / "hq" / "Canon_001.png")
+    vae = AutoencoderKL.from_pretrained(tiny_model_dir, subfolder="vae").eval()
+    with torch.no_grad():
+        x = torch.from_numpy(hq).permute(2, 0, 1)[None].float() / 127.5 - 1
+        y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    by_hand = ((y[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+    written = load_rgb(tmp_path / "data" / "benchmark" / "RealSR" / "vae-reconstruction" / "Canon_001.png")
+    assert np.abs(written.astype(int) - by_hand.astype(int)).max() <= 1
+
+    md = (reports / "table1.md").read_text()
+    assert "| RealLQ250 | PIQE ↓ | **" in md and md.split("| RealLQ250 | PIQE ↓ |")[1].split("\n")[
+        0
+    ].endswith(" - |")
+    for line in md.splitlines():
+        if line.startswith("| ") and "|---" not in line and "Datasets" not in line:
+            assert "*" not in line.split("|")[-2] and "<u>" not in line.split("|")[-2], line  # never marked
+    assert "Not ranked (they see the HQ; no value on sets without HQ): vae-reconstruction." in md
+    assert (
+        "a ceiling, not a restoration"
+        in json.loads((reports / "summary.json").read_text())["methods"]["vae-reconstruction"]
+    )
+
+
 def test_a_layout_error_stops_before_any_model_loads(tmp_path, tiny_model_dir, monkeypatch, capsys):
     params = _setup(tmp_path, tiny_model_dir)
     (tmp_path / "RealSR" / "test_LR" / "Nikon_002_LR4.png").unlink()

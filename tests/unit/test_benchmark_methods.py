@@ -99,6 +99,26 @@ def test_fluxir_method_restores_with_the_adapter(tmp_path, tiny_model_dir):
     assert "2 Euler steps" in method.description
 
 
+def test_vae_reconstruction_is_the_hq_through_the_base_vae(tiny_model_dir):
+    from diffusers import AutoencoderKL
+
+    from fluxir.benchmark.methods import VaeReconstruction, sees_hq
+
+    method = VaeReconstruction.load(str(tiny_model_dir), torch.float32, "cpu")
+    assert (
+        sees_hq(method) and not sees_hq(Interpolation("bicubic", 4)) and "sees the HQ" in method.description
+    )
+    hq = _lq(32, 48)
+    out = method(hq)
+    assert out.shape == hq.shape and out.dtype == np.uint8
+    vae = AutoencoderKL.from_pretrained(tiny_model_dir, subfolder="vae").eval()
+    with torch.no_grad():
+        x = torch.from_numpy(hq).permute(2, 0, 1)[None].float() / 127.5 - 1
+        y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    expected = ((y[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
+
+
 def test_the_untrained_method_is_the_adapter_at_initialisation(tmp_path, tiny_model_dir):
     from helpers import randomise
 

@@ -73,6 +73,13 @@ def test_markdown_has_the_paper_layout_with_bold_best_and_underlined_second():
     assert "PSNR: pyiqa `psnr`, Y channel" in md
 
 
+def test_unranked_columns_take_no_part_in_the_marks():
+    rows, absent = _rows()
+    md = table1_markdown(rows, METHODS, INFO, absent, unranked=["bicubic"])
+    # bicubic's 24.00 is the highest PSNR but is shown plain; esrgan and fluxir take best and second
+    assert "| Synth | PSNR ↑ | 24.00 | **23.00** | <u>21.00</u> |" in md.splitlines()
+
+
 def test_csv_keeps_the_layout_and_full_precision():
     rows, _ = _rows()
     df = pd.read_csv(io.StringIO(table1_csv(rows)))

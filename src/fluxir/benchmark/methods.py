@@ -5,6 +5,9 @@
             what the base alone makes of the LQ input, so the gap to fluxir is what training taught
   bicubic   PIL bicubic x scale: the same upscale FluxIR sees as its control image
   lanczos   PIL Lanczos x scale
+  vae-reconstruction  not a restorer: the HQ encoded and decoded by the base model's VAE (posterior mean),
+            the ceiling of any method that decodes with that VAE; it sees the HQ, so sets without HQ have
+            no value and Table 1 does not rank it
   <name>    a single-image SR checkpoint the user supplies (Real-ESRGAN, BSRGAN, SwinIR, ...), loaded with
             spandrel, which recognises the architecture from the state dict; its scale must be the benchmark's
 
@@ -25,6 +28,7 @@ from PIL import Image
 from fluxir.config import ConfigError
 
 INTERPOLATIONS = {"bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+VAE_RECONSTRUCTION = "vae-reconstruction"
 
 
 class MethodError(ConfigError):
@@ -36,6 +40,11 @@ class Method(Protocol):
     description: str
 
     def __call__(self, lq: np.ndarray) -> np.ndarray: ...
+
+
+def sees_hq(method: Method) -> bool:
+    """True for a reference that is given the HQ image instead of the LQ one (an oracle, never ranked)."""
+    return bool(getattr(method, "sees_hq", False))
 
 
 @dataclass
@@ -160,6 +169,40 @@ class FluxIRMethod:
         return self.pipeline(lq, self.options)
 
 
+class VaeReconstruction:
+    """The HQ through the base model's VAE (encode to the posterior mean, decode): what a perfect latent
+    costs in fidelity, so the gap between it and ``fluxir`` is the restorer's own share."""
+
+    name = VAE_RECONSTRUCTION
+    sees_hq = True
+
+    def __init__(self, vae: Any, base: str):
+        self.vae, self.base = vae, base
+
+    @classmethod
+    def load(cls, base: str, dtype: Any, device: Any) -> VaeReconstruction:
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(base, subfolder="vae", torch_dtype=dtype).to(device).eval()
+        return cls(vae, base)
+
+    @property
+    def description(self) -> str:
+        return (
+            f"HQ encoded and decoded by the VAE of {self.base} (a ceiling, not a restoration: it sees the HQ)"
+        )
+
+    def __call__(self, hq: np.ndarray) -> np.ndarray:
+        import torch
+
+        param = next(self.vae.parameters())
+        x = torch.from_numpy(np.ascontiguousarray(hq)).permute(2, 0, 1)[None].to(param.device, param.dtype)
+        with torch.no_grad():
+            latent = self.vae.encode(x / 127.5 - 1).latent_dist.mode()
+            y = self.vae.decode(latent).sample.float().clamp(-1, 1)
+        return ((y[0].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
+
+
 def reset_adapter(pipeline: Any, seed: int) -> None:
     """Replace the pipeline's adapter weights with a fresh ``FluxIRAdapter.from_flux`` of the same settings:
     control block and embedders copied from the base, zero-initialised outputs, theta_p = theta_y = 0."""
@@ -207,6 +250,9 @@ def build_methods(cfg: Any) -> list[Method]:
             dtype, device = DTYPES[cfg.model.dtype], pick_device(cfg.model.device)
             untrained = name == "fluxir-untrained"
             out.append(FluxIRMethod.load(base, b.adapter, options, dtype, device, untrained=untrained))
+        elif name == VAE_RECONSTRUCTION:
+            base = resolve_base(cfg.model.base, cfg.model.tiny_dir)
+            out.append(VaeReconstruction.load(base, DTYPES[cfg.model.dtype], pick_device(cfg.model.device)))
         elif name == "realesrgan-x4plus":
             from fluxir.benchmark.ncnn_convert import cached_realesrgan_x4plus
 

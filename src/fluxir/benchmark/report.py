@@ -93,8 +93,12 @@ def summarize(cfg: Config, result: BenchmarkResult) -> tuple[dict[str, Any], dic
         notes.append(
             "PIQE is a weak judge (it has rated a blurred, noisy photo above the clean one): plumbing only."
         )
+    if result.oracles:
+        notes.append(
+            f"Not ranked (they see the HQ; no value on sets without HQ): {', '.join(result.oracles)}."
+        )
     markdown = tables.table1_markdown(
-        table_rows, names, suite.info, suite.absent, header_lines(cfg, sets), notes
+        table_rows, names, suite.info, suite.absent, header_lines(cfg, sets), notes, unranked=result.oracles
     )
     summary: dict[str, Any] = {
         "profile": profile_of(cfg),

@@ -54,6 +54,8 @@ class BenchmarkResult:
     """One row per (dataset, id, method): seconds (wall clock: MLflow only) and one column per measured metric."""
     grids: list[tuple[str, str, np.ndarray]] = field(default_factory=list)
     """(dataset, sample id, grid image): LQ | methods | HQ."""
+    oracles: list[str] = field(default_factory=list)
+    """Methods given the HQ (references such as vae-reconstruction): in the table, never ranked."""
 
 
 def restore_and_score(
@@ -94,7 +96,9 @@ def restore_and_score(
     rows: list[dict[str, Any]] = []
     grid_images: list[tuple[str, str, np.ndarray]] = []
     scale = cfg.restore.scale
-    total = sum(len(s.samples) for s in sets) * len(restorers)
+    total = sum(
+        len(s.samples) * sum(1 for m in restorers if s.has_hq or not methods.sees_hq(m)) for s in sets
+    )
     bar = tqdm(total=total, desc="benchmark", unit="img", disable=not progress)
     for bench_set in sets:
         for index, sample in enumerate(bench_set.samples):
@@ -102,10 +106,13 @@ def restore_and_score(
             hq = load_rgb(sample.hq_path) if sample.hq_path is not None else None
             panels = [("LQ", lq)]
             for method in restorers:
+                oracle = methods.sees_hq(method)
+                if oracle and hq is None:
+                    continue  # a reference that needs the HQ has nothing to show on an LQ-only set
                 t0 = time.perf_counter()
-                restored = method(lq)
+                restored = method(hq if oracle else lq)
                 seconds = time.perf_counter() - t0
-                expected = (lq.shape[0] * scale, lq.shape[1] * scale, 3)
+                expected = hq.shape if oracle else (lq.shape[0] * scale, lq.shape[1] * scale, 3)
                 if restored.shape != expected or restored.dtype != np.uint8:
                     raise RuntimeError(
                         f"method {method.name} returned {restored.shape} {restored.dtype} for {sample.id}; "
@@ -131,4 +138,6 @@ def restore_and_score(
     bar.close()
     measured = [m for m in b.metrics if m in suite.built]
     per_image = pd.DataFrame(rows, columns=["dataset", "id", "method", "seconds", *measured])
-    return BenchmarkResult(sets, suite, {m.name: m.description for m in restorers}, per_image, grid_images)
+    oracles = [m.name for m in restorers if methods.sees_hq(m)]
+    described = {m.name: m.description for m in restorers}
+    return BenchmarkResult(sets, suite, described, per_image, grid_images, oracles)

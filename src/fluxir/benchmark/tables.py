@@ -90,8 +90,12 @@ def table1_markdown(
     absent: Mapping[str, str],
     header: Sequence[str] = (),
     notes: Sequence[str] = (),
+    unranked: Sequence[str] = (),
 ) -> str:
-    """Table 1 as markdown: Datasets | Metrics | methods..., best bold, second underlined."""
+    """Table 1 as markdown: Datasets | Metrics | methods..., best bold, second underlined.
+
+    Methods in ``unranked`` (references that see the HQ) are shown but take no part in the marks.
+    """
     lines = ["# Table 1: quantitative comparison", "", *header]
     if header:
         lines.append("")
@@ -101,7 +105,10 @@ def table1_markdown(
     for row in rows:
         mi = by_label[row["metric"]]
         values = [row[m] for m in methods]
-        numeric = [float(v) if v != ABSENT else float("nan") for v in values]
+        numeric = [
+            float(v) if v != ABSENT and m not in unranked else float("nan")
+            for v, m in zip(values, methods, strict=True)
+        ]
         marks = ranks(numeric, mi.lower_better)
         cells = []
         for value, mark in zip(values, marks, strict=True):

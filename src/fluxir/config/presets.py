@@ -150,7 +150,14 @@ MINI: dict[str, Any] = {
         # the held-out photos as they are (no synthetic degradation): centre crops, no-reference metrics only
         _testset(name="heldout-lq", kind="lq_only", hq_dir="", lq_dir=f"{MINI_PHOTOS}/held_out", lq_crop=64),
     ],
-    "benchmark.methods": ["bicubic", "lanczos", "realesrgan-x4plus", "fluxir-untrained", "fluxir"],
+    "benchmark.methods": [
+        "bicubic",
+        "lanczos",
+        "realesrgan-x4plus",
+        "fluxir-untrained",
+        "fluxir",
+        "vae-reconstruction",
+    ],
     "benchmark.metrics": ["psnr", "ssim", "piqe"],
 }
 """The mini profile: a FLUX-architecture base trained here on CPU (pretrain), then the whole chain on it.

