@@ -23,6 +23,7 @@ SHARED_SERVICES_MODULES = frozenset(
 )
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown (and unused) when it is not loaded
 def pytest_xdist_make_scheduler(config, log):
     """Every test is its own unit of work (as ``--dist load``), except SHARED_SERVICES_MODULES: one unit.
 

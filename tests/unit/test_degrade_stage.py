@@ -102,6 +102,33 @@ def test_new_settings_do_not_reuse_pairs(filtered, caplog):
     assert digests(Path("data/degrade")) != first
 
 
+def test_pairs_of_images_gone_from_the_input_are_removed(filtered, tmp_path, caplog):
+    import pandas as pd
+
+    assert cli_main(["degrade", "--params", str(filtered), "--no-progress"]) == 0
+    pairs = read_manifest("data/degrade/manifest.parquet")
+    gone = pairs["id"].iloc[0]
+    # the filter output shrinks: one image less (the manifest read and written as the filter stage does)
+    source = pd.read_parquet("data/filter/manifest.parquet")
+    source[source["id"] != gone].to_parquet("data/filter/manifest.parquet")
+    with caplog.at_level("INFO", logger="fluxir"):
+        assert cli_main(["degrade", "--params", str(filtered), "--no-progress"]) == 0
+    assert "removed 3 files of pairs no longer in the input" in caplog.text
+    left = {p.relative_to("data/degrade").as_posix() for p in Path("data/degrade").rglob("*") if p.is_file()}
+    assert not [name for name in left if gone in name], left
+    assert len(read_manifest("data/degrade/manifest.parquet")) == len(pairs) - 1
+
+    # the folder is what a run from scratch on the smaller input writes
+    assert (
+        cli_main(
+            ["degrade", "--params", str(filtered), "--set", "degrade.out_dir=data/fresh", "--no-progress"]
+        )
+        == 0
+    )
+    fresh = {p.relative_to("data/fresh").as_posix() for p in Path("data/fresh").rglob("*") if p.is_file()}
+    assert left == fresh and digests(Path("data/degrade")) == digests(Path("data/fresh"))
+
+
 def test_missing_input_manifest_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     params = write_params(tmp_path)

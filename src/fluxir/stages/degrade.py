@@ -7,7 +7,9 @@ by (image id, seed), so a rerun, in any order or in shards, gives bitwise-equal 
 Outputs under ``degrade.out_dir``: ``hq/<id>.png`` and ``lq/<id>.png``, ``manifest.parquet`` (one row per
 pair with the degradation record), and ``rejected.parquet`` (images that could not be used, with the
 reason). A rerun after a crash keeps the pairs already written (writes are atomic), removes the temp
-files of the writes the crash cut short, and does the rest.
+files of the writes the crash cut short, and does the rest. Pairs of images no longer in the input (a
+smaller filter output, a seed that moved the crops of a rejected image) are deleted once the new manifest
+is written: the folder holds exactly the manifest's pairs, as a run from scratch would.
 
 Nothing written depends on where the project lives or on the run's history: paths inside ``records/``
 are relative to ``out_dir``, and how many pairs a resumed run reused goes to the log and MLflow
@@ -89,6 +91,17 @@ def _previous_rows(out_dir: Path, key: str) -> dict[str, dict[str, Any]]:
     return rows
 
 
+def _remove_pairs_not_in(out_dir: Path, keep: set[str]) -> int:
+    """Delete the hq/lq images and records of ids not in ``keep``; returns how many files went."""
+    removed = 0
+    for folder, pattern in (("hq", "*.png"), ("lq", "*.png"), ("records", "*.json")):
+        for path in (out_dir / folder).glob(pattern) if (out_dir / folder).is_dir() else []:
+            if path.stem not in keep:
+                path.unlink()
+                removed += 1
+    return removed
+
+
 def run_degrade(cfg: Config, progress: bool = True) -> dict[str, Any]:
     """Degrade every image of the filtered manifest; write pairs, manifests and a summary."""
     d = cfg.degrade
@@ -153,6 +166,9 @@ def run_degrade(cfg: Config, progress: bool = True) -> dict[str, Any]:
     write_manifest(pairs, out_dir / MANIFEST_NAME, kind="degrade")
     rejected_df = pd.DataFrame(rejected, columns=["path", "reason"])
     write_manifest(rejected_df, out_dir / REJECTED_NAME, kind="rejected")
+    removed = _remove_pairs_not_in(out_dir, {row["id"] for row in rows})
+    if removed:
+        log.info("removed %d files of pairs no longer in the input", removed)
     sizes = pairs.groupby(["hq_height", "hq_width"]).size() if len(pairs) else pd.Series(dtype=int)
     summary = {
         "pairs": len(pairs),
