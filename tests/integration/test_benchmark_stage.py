@@ -210,6 +210,33 @@ def test_the_vae_reconstruction_is_an_unranked_ceiling_on_sets_with_hq(tmp_path,
     )
 
 
+def test_an_mlflow_failure_after_the_restorations_keeps_the_reports(
+    tmp_path, tiny_model_dir, monkeypatch, caplog
+):
+    import fluxir.stages.benchmark as stage
+
+    params = _setup(tmp_path, tiny_model_dir)
+    settings = yaml.safe_load(params.read_text())
+    settings["benchmark"].update(methods=["bicubic"], sr_models=[], metrics=["psnr"])
+    params.write_text(yaml.safe_dump(settings, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+
+    def server_gone(*args, **kwargs):
+        raise ConnectionError("Connection refused by the tracking server")
+
+    monkeypatch.setattr(stage, "log_benchmark", server_gone)
+    with caplog.at_level("WARNING"):
+        assert main(["benchmark", "--params", str(params), "--no-progress"]) == 0
+    reports = tmp_path / "reports" / "benchmark"
+    assert (reports / "table1.md").is_file() and (reports / "per_image.csv").is_file()
+    note = json.loads((reports / "tracking.json").read_text())
+    assert note["stage"] == "benchmark" and note["tracked"] is False
+    assert note["warnings"] == [
+        f"MLflow at sqlite:///{tmp_path / 'mlruns.db'} failed to log the benchmark (ConnectionError)"
+    ]
+    assert "Connection refused by the tracking server" in caplog.text
+
+
 def test_a_layout_error_stops_before_any_model_loads(tmp_path, tiny_model_dir, monkeypatch, capsys):
     params = _setup(tmp_path, tiny_model_dir)
     (tmp_path / "RealSR" / "test_LR" / "Nikon_002_LR4.png").unlink()

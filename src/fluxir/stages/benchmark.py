@@ -42,17 +42,29 @@ def run_benchmark(
         Path(summary["report_dir"]) / "table1.md",
     )
     if cfg.benchmark.track:
-        from fluxir.tracking.registry import scored_model
-        from fluxir.tracking.runs import start_run
+        _track(cfg, summary, result)
+    return summary
 
-        tags = {"stage": "benchmark", "profile": summary["profile"]}
+
+def _track(cfg: Config, summary: dict[str, Any], result: Any) -> None:
+    """The benchmark's own MLflow run. Like all tracking, a failure here (a server that died during the
+    restorations) is a warning and a note in the report folder, never a failed stage: the restorations and
+    reports, maybe hours of work, are the stage's product and are already written."""
+    from fluxir.tracking import policy
+    from fluxir.tracking.lineage import resolve_uri
+    from fluxir.tracking.registry import scored_model
+    from fluxir.tracking.runs import start_run
+
+    tags = {"stage": "benchmark", "profile": summary["profile"]}
+    try:
         # scored_model: the run is tagged with the model version it scored, and its metrics logged against it
         with (
             start_run("benchmark", cfg.tracking.experiment, tags=tags, uri=cfg.tracking.uri) as run,
             scored_model(cfg, run.info.run_id),
         ):
             log_benchmark(cfg, summary, result.per_image, summary["timings"])
-    return summary
+    except Exception as exc:  # noqa: BLE001 - see above
+        policy.lost("benchmark", resolve_uri(cfg.tracking.uri), exc, what="to log the benchmark")
 
 
 # ----------------------------------------------------------------------------------------------
