@@ -146,7 +146,7 @@ def test_config_checks_the_benchmark_section():
         config_from_dict({"benchmark": {"datasets": [{"name": "RealSR", "kind": "paired", "hq_dir": "x"}]}})
     with pytest.raises(
         ConfigError,
-        match="'esrgan' is neither fluxir, fluxir-untrained, bicubic, lanczos, realesrgan-x4plus nor an sr_models name",
+        match="'esrgan' is neither fluxir, fluxir-untrained, bicubic, lanczos, realesrgan-x4plus, vae-reconstruction nor an sr_models name",
     ):
         config_from_dict({"benchmark": {"methods": ["fluxir", "esrgan"]}})
     with pytest.raises(ConfigError, match="must be unique and not fluxir"):
