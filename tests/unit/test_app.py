@@ -79,11 +79,14 @@ def test_an_upload_whose_output_is_too_large_is_refused_on_input_and_on_restore(
     assert not over.output_dir.exists() or not any(over.output_dir.iterdir())
 
 
-def test_the_output_limit_comes_from_the_restore_settings():
-    from fluxir.config import Config, RestoreConfig
+def test_the_output_limit_comes_from_the_restore_settings(tmp_path, monkeypatch, tiny_model_dir):
+    from fluxir.config import Config, ModelConfig, RestoreConfig
     from fluxir.serving.app import settings_from_config
 
-    cfg = Config(restore=RestoreConfig(max_output_pixels=12345))
+    monkeypatch.chdir(tmp_path)  # no project data: nothing found relative to the working folder
+    cfg = Config(
+        model=ModelConfig(tiny_dir=str(tiny_model_dir)), restore=RestoreConfig(max_output_pixels=12345)
+    )
     assert settings_from_config(cfg).max_output_pixels == 12345
 
 
