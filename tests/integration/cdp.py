@@ -33,7 +33,9 @@ class Page:
     def __enter__(self) -> Page:
         from websockets.sync.client import connect
 
-        self._profile = tempfile.TemporaryDirectory(prefix="chromium-cdp-")
+        # Chromium's helper processes (crashpad, GPU) can still be writing the profile for a moment after the
+        # browser exits, so removing it may race them on a loaded machine: a leftover temp folder is harmless.
+        self._profile = tempfile.TemporaryDirectory(prefix="chromium-cdp-", ignore_cleanup_errors=True)
         port = free_port()
         self._proc = subprocess.Popen(
             [chromium(), *FLAGS, OFFLINE, f"--window-size={self.size}", f"--user-data-dir={self._profile.name}",
