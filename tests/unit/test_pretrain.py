@@ -137,6 +137,30 @@ def test_measured_stats_go_into_the_vae_config_the_pipeline_decodes_with(tmp_pat
     assert (saved["shift_factor"], saved["scaling_factor"]) == (0.25, 2.5)
 
 
+@pytest.mark.parametrize("widths", [[16, 32, 64, 128], [8, 8, 8, 8], [16, 32, 64, 64]])
+def test_identity_initialised_vae_reconstructs_each_8x8_block_mean(tmp_path, small_photos, widths):
+    """Before any step, decode(encode(x)) is x's 8x8 block means, nearest-upsampled (vae_init); with
+    diffusers' initialisation it is not. [8, 8, 8, 8] and [..., 64, 64] have no shortcut before the final
+    norms (equal widths), so their anchors come from the resampling convs."""
+    import torch.nn.functional as F
+
+    from fluxir.pretrain.vae import build_vae
+
+    g = torch.Generator().manual_seed(0)
+    # Block colours over the whole [-1, 1] range plus fine texture the block means must average away.
+    blocks = torch.rand(2, 3, 6, 8, generator=g) * 1.9 - 0.95
+    x = F.interpolate(blocks, scale_factor=8, mode="nearest") + 0.04 * torch.randn(2, 3, 48, 64, generator=g)
+    expected = F.interpolate(F.avg_pool2d(x, 8), scale_factor=8, mode="nearest")
+
+    def reconstruct(init: str) -> torch.Tensor:
+        vae = build_vae(tiny_cfg(tmp_path, small_photos, vae_widths=widths, vae_init=init)).eval()
+        with torch.no_grad():
+            return vae.decode(vae.encode(x).latent_dist.mode()).sample
+
+    assert float((reconstruct("identity") - expected).abs().max()) < 2e-3
+    assert float((reconstruct("default") - expected).abs().mean()) > 0.1
+
+
 def test_vae_resumed_run_equals_uninterrupted_run_bitwise(tmp_path, small_photos):
     cfg = tiny_cfg(tmp_path, small_photos)
     photos = P.load_split(small_photos, P.TRAIN)

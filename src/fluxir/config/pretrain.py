@@ -6,6 +6,8 @@ Used only by the `mini` profile's pipeline (``mini/dvc.yaml``: its ``pretrain`` 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from fluxir.config.base import ConfigError, Float, Int, Str, section
@@ -36,14 +38,19 @@ class PretrainConfig:
     """Channels of the VAE's 4 blocks (FLUX.1-dev: 128, 256, 512, 512); 4 blocks give x8 downsampling."""
     vae_layers_per_block: Int = Field(1, ge=1, le=4)
     """Resnet layers per VAE block (FLUX.1-dev: 2)."""
+    vae_init: Literal["identity", "default"] = "identity"
+    """identity: start as the 8x8 block-mean autoencoder and learn the detail (fluxir.pretrain.vae_init);
+    default: diffusers' random initialisation (held-out PSNR 21.3 dB after 8000 steps at vae_lr 1e-3)."""
     vae_crop: Int = Field(32, ge=16, multiple_of=16)
     """Side of the square training crops of the VAE, in pixels."""
     vae_batch: Int = Field(8, ge=1)
     """Crops per VAE training step."""
     vae_steps: Int = Field(8000, ge=0)
     """VAE optimizer steps."""
-    vae_lr: Float = Field(1e-3, gt=0, le=1)
-    """Peak AdamW learning rate of the VAE (linear warm-up, then cosine decay to 5%)."""
+    vae_lr: Float = Field(3e-4, gt=0, le=1)
+    """Peak AdamW learning rate of the VAE (linear warm-up, then cosine decay to 5%). The identity init
+    starts near a good solution: 1e-3 held over 8000 steps undid it (loss 0.22 for 1000 steps, worse
+    than from random weights)."""
     vae_kl_weight: Float = Field(1e-4, ge=0)
     """Weight of the KL term (per latent element) against the L1 loss (per pixel)."""
     vae_mse_weight: Float = Field(0.0, ge=0)

@@ -19,6 +19,7 @@ from fluxir.config import PretrainConfig
 from fluxir.pretrain import crops as C
 from fluxir.pretrain.checkpoint import fingerprint
 from fluxir.pretrain.loop import train
+from fluxir.pretrain.vae_init import identity_init
 
 VAE_STREAM = 1  # step_rng stream id of VAE training
 
@@ -66,18 +67,29 @@ INIT_LOGVAR = -6.0
 
 
 def build_vae(cfg: PretrainConfig) -> AutoencoderKL:
-    """A freshly initialised VAE (seeded by ``cfg.seed``), posterior log-variance starting at INIT_LOGVAR."""
+    """A freshly initialised VAE (seeded by ``cfg.seed``), posterior log-variance starting at INIT_LOGVAR;
+    with ``cfg.vae_init == "identity"`` it starts as the 8x8 block-mean autoencoder (vae_init)."""
     torch.manual_seed(cfg.seed)
     vae = AutoencoderKL(**vae_config(cfg.vae_widths, cfg.vae_layers_per_block))
     latent = vae.config.latent_channels
     with torch.no_grad():
         # conv_out emits [mean, logvar] along channels; only the logvar half is shifted.
         vae.encoder.conv_out.bias[latent:].fill_(INIT_LOGVAR)
+    if cfg.vae_init == "identity":
+        identity_init(vae)
     return vae
 
 
 def _settings(cfg: PretrainConfig) -> dict[str, Any]:
-    keys = ("seed", "pyramid_levels", "vae_widths", "vae_layers_per_block", "vae_crop", "vae_batch")
+    keys = (
+        "seed",
+        "pyramid_levels",
+        "vae_widths",
+        "vae_layers_per_block",
+        "vae_init",
+        "vae_crop",
+        "vae_batch",
+    )
     keys += ("vae_steps", "vae_lr", "vae_kl_weight", "vae_mse_weight")
     return {k: getattr(cfg, k) for k in keys}
 
@@ -157,18 +169,20 @@ def set_latent_stats(vae: AutoencoderKL, shift: float, scale: float) -> None:
     vae.register_to_config(shift_factor=shift, scaling_factor=scale)
 
 
+def psnr_8bit(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image RGB PSNR (dB) of images in [-1, 1], both quantised to 8 bits first (what would be saved)."""
+    quantise = lambda t: ((t.clamp(-1, 1) + 1) * 127.5).round() / 255  # noqa: E731
+    mse = (quantise(x) - quantise(y)).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+    return -10 * torch.log10(mse)
+
+
 @torch.no_grad()
 def psnr(vae: AutoencoderKL, x: torch.Tensor, batch: int = 32) -> torch.Tensor:
     """Per-crop RGB PSNR (dB) of the VAE's reconstruction (posterior mean), both as 8-bit images."""
     values = []
     for i in range(0, len(x), batch):
         xb = x[i : i + batch]
-        recon = vae.decode(vae.encode(xb).latent_dist.mode()).sample
-        # Compare what would be saved: both sides quantised to 8 bits in [0, 1].
-        a = ((xb + 1) * 127.5).round() / 255
-        b = ((recon.clamp(-1, 1) + 1) * 127.5).round() / 255
-        mse = (a - b).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
-        values.append(-10 * torch.log10(mse))
+        values.append(psnr_8bit(xb, vae.decode(vae.encode(xb).latent_dist.mode()).sample))
     return torch.cat(values)
 
 
