@@ -250,6 +250,10 @@ def test_restart_on_change_starts_over_from_step_zero(make, tmp_path):
     assert len(saved.history) == 2  # steps 1 and 2 of this run only, every one at the new rate
     assert all(new["lr"] > old["lr"] for new, old in zip(saved.history, first.history, strict=True))
     assert set(saved.config["inputs"]) == {"pairs", "model"}  # the pairs and base by content
+    # Only what the resume check compares is kept: a changed generate or score default must not
+    # change the checkpoint's bytes (DVC hashes them).
+    assert set(saved.config) == {"train", "model", "restore", "degrade", "inputs"}
+    assert saved.config["restore"] == {"guidance": 3.5} and set(saved.config["degrade"]) == {"scale"}
 
 
 def test_wall_clock_cost_stays_beside_the_checkpoints_and_out_of_metrics(make, tmp_path):

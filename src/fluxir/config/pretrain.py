@@ -52,9 +52,10 @@ class PretrainConfig:
     starts near a good solution: 1e-3 held over 8000 steps undid it (loss 0.22 for 1000 steps, worse
     than from random weights)."""
     vae_kl_weight: Float = Field(1e-4, ge=0)
-    """Weight of the KL term (per latent element) against the L1 loss (per pixel)."""
-    vae_mse_weight: Float = Field(0.0, ge=0)
-    """Weight of an extra MSE term (per pixel) beside the L1 loss."""
+    """Weight of the KL term (per latent element) against the reconstruction loss (per pixel)."""
+    vae_mse_weight: Float = Field(30.0, ge=0)
+    """Weight of the MSE term (per pixel) beside the L1 loss; at 30 its gradient dominates, and MSE is what
+    PSNR measures (2000-step runs: 24.56 dB held-out against 23.60 with L1 alone)."""
     eval_crops_per_photo: Int = Field(8, ge=1)
     """Held-out crops per photo and pyramid level for the PSNR and the held-out flow-matching loss."""
 

@@ -97,13 +97,14 @@ def _settings(cfg: PretrainConfig) -> dict[str, Any]:
 def vae_loss(
     vae: AutoencoderKL, x: torch.Tensor, generator: torch.Generator, kl_weight: float, mse_weight: float
 ) -> torch.Tensor:
-    """L1 (+ optional MSE) reconstruction of a posterior sample, + ``kl_weight`` x KL per latent element.
+    """L1 + ``mse_weight`` x MSE reconstruction of a posterior sample, + ``kl_weight`` x KL per latent element.
 
-    Why L1: it converges fast and keeps edges sharper than MSE at equal PSNR on small budgets. Why a
-    small KL on a sampled latent: the prior's generated latents are never exact, so the decoder must
-    tolerate small latent perturbations (the posterior noise teaches that) and the latents must stay
-    bounded and roughly isotropic so that one shift and one scale normalise them; a large KL would
-    instead blur the reconstructions (it pushes information out of the latent).
+    Why MSE: it is what PSNR measures. With the MSE term's gradient dominating (pretrain.vae_mse_weight
+    30) the held-out PSNR after 2000 steps rose from 23.60 dB (L1 alone) to 24.56; that is the setting
+    measured, so L1 stays beside it. Why a small KL on a sampled latent: the prior's generated latents are
+    never exact, so the decoder must tolerate small latent perturbations (the posterior noise teaches that)
+    and the latents must stay bounded and roughly isotropic so that one shift and one scale normalise
+    them; a large KL would instead blur the reconstructions (it pushes information out of the latent).
     """
     posterior = vae.encode(x).latent_dist
     recon = vae.decode(posterior.sample(generator=generator)).sample

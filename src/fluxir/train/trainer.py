@@ -115,6 +115,22 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
+def resume_settings(config: dict) -> dict:
+    """The settings of ``config`` (nested, as ``to_dict`` gives it) that RESUME_CHECKED covers, nested.
+
+    Checkpoints keep only these: a default changed elsewhere (generate, score, ...) must neither stale
+    their bytes, which DVC hashes, nor count as a reason to start over."""
+    kept: dict = {}
+    for key, value in flatten(config).items():
+        if key.startswith(RESUME_CHECKED):
+            *sections, leaf = key.split(".")
+            node = kept
+            for section in sections:
+                node = node.setdefault(section, {})
+            node[leaf] = value
+    return kept
+
+
 def resume_conflicts(saved: dict, current: dict) -> list[str]:
     """Dotted keys whose values differ between a checkpoint's config and this run's (math-relevant only)."""
     old, new = flatten(saved), flatten(current)
@@ -305,7 +321,8 @@ class Trainer:
 
     def resume(self) -> TrainerState:
         """The newest complete checkpoint's state (engine and RNG restored), or a fresh state."""
-        fresh = TrainerState(config=to_dict(self.config) | {"inputs": self.input_fingerprints()},
+        settings = resume_settings(to_dict(self.config) | {"inputs": self.input_fingerprints()})
+        fresh = TrainerState(config=settings,
                              world_size=self.world.size)  # fmt: skip
         if self.world.is_main:
             removed = ckpt.remove_partials(self.checkpoints)
