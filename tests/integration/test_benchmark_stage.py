@@ -363,3 +363,30 @@ def test_ablate_seeds_give_mean_and_half_range_and_the_velocity_error_at_t1(
     assert children == ["Full Setting (seed 0)", "Full Setting (seed 1)", "ablate-table3"]
     assert set(runs["params.train.seed"].dropna()) == {"0", "1"}
     assert main(["ablate", "table7", "--seeds", "0", "--params", "params.yaml"]) == 2
+
+
+def test_ablate_row_with_checkpoints_of_other_settings_stops_or_restarts_on_request(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """A rerun after a setting changed: the row's old checkpoints are refused, naming the folder and the
+    flag; with --restart-on-change they are removed and the row trains again on the new setting."""
+    from fluxir.train import checkpoint as ckpt
+
+    monkeypatch.chdir(tmp_path)
+    _ablation_params(tmp_path, tiny_model_dir)
+    args = ["ablate", "table3", "--row", "Full Setting", "--params", "params.yaml"]
+    assert main(args) == 0
+    checkpoints = tmp_path / "data/ablations/table3/Full_Setting/train/checkpoints"
+    first_lr = ckpt.read_state(checkpoints / "step_00000001").config["train"]["lr"]
+    assert first_lr != 0.02
+
+    assert main([*args, "--set", "train.lr=0.02"]) == 0
+    (row,) = json.loads((tmp_path / "reports/ablations/table3.json").read_text())["rows"]
+    assert row["status"].startswith("not run: ConfigError: ")
+    assert "move data/ablations/table3/Full_Setting/train/checkpoints away" in row["status"]
+    assert f"train.lr: {first_lr!r} -> 0.02" in row["status"] and "--restart-on-change" in row["status"]
+
+    assert main([*args, "--set", "train.lr=0.02", "--restart-on-change"]) == 0
+    (row,) = json.loads((tmp_path / "reports/ablations/table3.json").read_text())["rows"]
+    assert row["status"] == "trained 1 steps" and "psnr" in row["ours"]
+    assert ckpt.read_state(checkpoints / "step_00000001").config["train"]["lr"] == 0.02

@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SEED",
         help="run every row once per train.seed and report mean ± half-range (Tables 2-6), e.g. --seeds 0 1",
     )
+    parser.add_argument(
+        "--restart-on-change",
+        action="store_true",
+        help="a row whose folder holds checkpoints or images made with other settings, pairs or base: remove "
+        "them and start that row over (without it, such a row is reported as not run, naming the folder)",
+    )
     add_common_arguments(parser)
 
 
@@ -54,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--seeds: Table 7 trains nothing; it applies to Tables 2-6")
         report = run_table7(args.params, overrides)
     else:
-        report = run_ablation(args.params, overrides, args.table, args.row, args.seeds)
+        report = run_ablation(
+            args.params, overrides, args.table, args.row, args.seeds, restart_on_change=args.restart_on_change
+        )
     print(report["markdown"])
     return 0
 

@@ -82,13 +82,17 @@ def pick_dataset(cfg: Config) -> dict[str, Any]:
 # Stages of one row
 
 
-def train_adapter(cfg: Config) -> dict[str, Any]:
-    """Train with ``cfg.train``; if the trainer is not importable, save the initial adapter and say so."""
+def train_adapter(cfg: Config, restart_on_change: bool = False) -> dict[str, Any]:
+    """Train with ``cfg.train``; if the trainer is not importable, save the initial adapter and say so.
+
+    ``restart_on_change``: checkpoints in the row's folder from other settings or inputs are removed and
+    training starts over; otherwise the trainer refuses them (ConfigError, naming the folder)."""
     try:
         from fluxir.train.build import build_trainer
     except ImportError as exc:
         return _initial_adapter(cfg, f"not trained: the trainer is not importable ({exc})")
     trainer = build_trainer(cfg)
+    trainer.restart_on_change = restart_on_change
     state = trainer.train()
     metrics_path = Path(cfg.train.report_dir) / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
@@ -134,17 +138,18 @@ def _close_process_group() -> None:
         dist.destroy_process_group()
 
 
-def run_data_stage(name: str, cfg: Config) -> None:
+def run_data_stage(name: str, cfg: Config, restart_on_change: bool = False) -> None:
     """Run one of Table 4's data stages (generate, score, filter, degrade) by its core, without progress bars.
 
     Each stage is imported here, so a stage that does not import fails only the rows that need it.
+    ``restart_on_change`` lets generate start over on images made with other settings (as under dvc repro).
     """
     if name == "generate":
         from fluxir.stages.generate import run_generate
 
         if reason := not_cached(cfg):
             raise FileNotFoundError(reason)
-        run_generate(cfg, progress=False)
+        run_generate(cfg, progress=False, restart_on_change=restart_on_change)
     elif name == "score":
         from fluxir.stages.score import run_score
 
@@ -170,7 +175,7 @@ def adapter_counts(folder: str | Path) -> dict[str, int]:
     return count_parameters(FluxIRAdapter.from_pretrained(str(folder)))
 
 
-def run_row(cfg: Config, table: ab.AblationTable) -> dict[str, Any]:
+def run_row(cfg: Config, table: ab.AblationTable, restart_on_change: bool = False) -> dict[str, Any]:
     """Run one row's stages; returns ours (metric means), params, status and the train metrics."""
     from fluxir.stages.benchmark import run_benchmark
 
@@ -178,7 +183,7 @@ def run_row(cfg: Config, table: ab.AblationTable) -> dict[str, Any]:
     status = []
     for stage in table.stages:
         if stage == "train":
-            trained = train_adapter(cfg)
+            trained = train_adapter(cfg, restart_on_change)
             status.append(trained["status"])
             row["train"] = trained["train"]
         elif stage == "benchmark":
@@ -190,7 +195,7 @@ def run_row(cfg: Config, table: ab.AblationTable) -> dict[str, Any]:
             row["images"] = summary["datasets"][name]["images"]
             row["params"] = adapter_counts(cfg.benchmark.adapter)
         else:
-            run_data_stage(stage, cfg)
+            run_data_stage(stage, cfg, restart_on_change)
     row["status"] = "; ".join(status) or "ran"
     return row
 
@@ -205,11 +210,14 @@ def run_ablation(
     table_key: str,
     rows: list[str] | None = None,
     seeds: list[int] | None = None,
+    restart_on_change: bool = False,
 ) -> dict[str, Any]:
     """Run every row of Table 2-6 as an MLflow child of one parent; write reports/ablations/tableN.*.
 
     With ``seeds``, every row runs once per ``train.seed`` (its own folder ``seed-N`` and child run) and the
     table gives the mean and half the range over the seeds, so a reader can tell a difference from noise.
+    A row folder's earlier work from other settings or inputs stops that row (it is reported as not run),
+    or with ``restart_on_change`` is removed and the row starts over.
     """
     import mlflow
 
@@ -250,7 +258,7 @@ def run_ablation(
                     try:
                         cfg = load_config(params, merged)
                         log_config(to_dict(cfg))
-                        row.update(run_row(cfg, table))
+                        row.update(run_row(cfg, table, restart_on_change))
                     except ROW_ERRORS as exc:
                         log.warning("%s row %r did not run: %s", table_key, label, exc)
                         row.update(
