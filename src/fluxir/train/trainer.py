@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from diffusers import FluxPipeline
 
-from fluxir.config import Config, ConfigError, to_dict
+from fluxir.config import Config, ConfigError, apply_override, to_dict
 from fluxir.data.fingerprint import source_fingerprint
 from fluxir.errors import UserError
 from fluxir.io import replace_dir, write_json_atomic
@@ -123,11 +123,7 @@ def resume_settings(config: dict) -> dict:
     kept: dict = {}
     for key, value in flatten(config).items():
         if key.startswith(RESUME_CHECKED):
-            *sections, leaf = key.split(".")
-            node = kept
-            for section in sections:
-                node = node.setdefault(section, {})
-            node[leaf] = value
+            apply_override(kept, key, value)
     return kept
 
 
