@@ -354,6 +354,8 @@ def test_ablate_seeds_give_mean_and_half_range_and_the_velocity_error_at_t1(
     line = next(line for line in md.splitlines() if line.startswith("| Full Setting |"))
     assert line.count(" ± ") == 4  # PSNR, SSIM, PIQE and the velocity error, each mean ± half-range
     assert "v-MSE t=1 ↓ (ours)" in md and "mean ± half the range over train.seed 0, 1" in md
+    assert "Every row ran with" not in md  # no --set on this command line
+    assert json.loads((tmp_path / "reports/ablations/table3.json").read_text())["shared_overrides"] == {}
     csv = pd.read_csv(tmp_path / "reports/ablations/table3.csv")
     assert csv.loc[0, "spread.velocity_mse_t1"] == pytest.approx(row["spread"]["velocity_mse_t1"])
 
@@ -390,3 +392,15 @@ def test_ablate_row_with_checkpoints_of_other_settings_stops_or_restarts_on_requ
     (row,) = json.loads((tmp_path / "reports/ablations/table3.json").read_text())["rows"]
     assert row["status"] == "trained 1 steps" and "psnr" in row["ours"]
     assert ckpt.read_state(checkpoints / "step_00000001").config["train"]["lr"] == 0.02
+    # the command's --set values are part of every row: the reports and the parent run record them
+    report = json.loads((tmp_path / "reports/ablations/table3.json").read_text())
+    assert report["shared_overrides"] == {"train.lr": 0.02}
+    assert (
+        "Every row ran with `--set train.lr=0.02`." in (tmp_path / "reports/ablations/table3.md").read_text()
+    )
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    runs = mlflow.search_runs(experiment_names=["fluxir"], order_by=["start_time DESC"])
+    parent = runs[runs["tags.mlflow.runName"] == "ablate-table3"].iloc[0]
+    assert parent["params.ablation.set.train.lr"] == "0.02"

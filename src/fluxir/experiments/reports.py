@@ -19,9 +19,16 @@ from fluxir.io import write_text_atomic
 from fluxir.tracking.lineage import profile_of
 
 
-def header(cfg: Config, scored_on: str, paper_on: str = "RealLQ250 restorations") -> list[str]:
-    """The lines above every ablation table: what model made ours, and what the paper's columns are."""
+def header(
+    cfg: Config, scored_on: str, shared: Mapping[str, Any], paper_on: str = "RealLQ250 restorations"
+) -> list[str]:
+    """The lines above every ablation table: what model made ours, the command's ``--set`` values that every
+    row ran with (a table is not reproducible without them), and what the paper's columns are."""
     lines = profile_notes(cfg)
+    if shared:
+        lines.append(
+            "Every row ran with `" + " ".join(f"--set {k}={json.dumps(v)}" for k, v in shared.items()) + "`."
+        )
     lines.append(
         f"Ours: {scored_on}. The paper's columns are its published numbers on {paper_on} "
         "(pyiqa clipiqa+_vitL14_512, musiq, maniqa-pipal)"
@@ -31,9 +38,14 @@ def header(cfg: Config, scored_on: str, paper_on: str = "RealLQ250 restorations"
 
 
 def write_table(
-    cfg: Config, table: ab.AblationTable, rows: list[dict[str, Any]], dataset: Mapping[str, Any]
+    cfg: Config,
+    table: ab.AblationTable,
+    rows: list[dict[str, Any]],
+    dataset: Mapping[str, Any],
+    shared: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """Tables 2-6: our benchmark means per row (FluxIR on ``dataset``), parameter counts, the paper's row."""
+    """Tables 2-6: our benchmark means per row (FluxIR on ``dataset``), parameter counts, the paper's row;
+    ``shared`` are the command's ``--set`` overrides, applied to every row."""
     info: dict[str, dict[str, Any]] = next((r["metrics"] for r in rows if r.get("metrics")), {})
     absent = next((r["absent"] for r in rows if r.get("absent")), {})
     ours = [(k, f"{m['label']} {'↓' if m['lower_better'] else '↑'}", bool(m["lower_better"])) for k, m in info.items()
@@ -66,7 +78,7 @@ def write_table(
         notes.append(
             "# Params (ours): adapter without SE layers + SE layers, counted on the adapter each row ran."
         )
-    lines = header(cfg, scored_on)
+    lines = header(cfg, scored_on, shared)
     if any(info[k]["full_reference"] for k, _, _ in ours):
         lines.append(f"PSNR and SSIM: {fidelity_setting(cfg)}.")
     md = ab.markdown(table.title, table.row_header, rows, ours, lines, notes, table.params_column)
@@ -84,15 +96,18 @@ def write_table(
                           "paper.params": r["paper_params"]})  # fmt: skip
         entry.update({f"paper.{m}": v for m, v in zip(ab.PAPER_METRICS, r["paper"], strict=True)})
         flat.append(entry)
-    return write_reports(cfg, table.key, md, flat, rows)
+    return write_reports(cfg, table.key, md, flat, rows, shared)
 
 
-def write_table7(cfg: Config, rows: list[dict[str, Any]], suite: Any) -> dict[str, Any]:
+def write_table7(
+    cfg: Config, rows: list[dict[str, Any]], suite: Any, shared: Mapping[str, Any]
+) -> dict[str, Any]:
     """Table 7: the mean score of each generator's images (and of FluxGen's kept ones), the paper's row."""
     ours = [(m, f"{i.label} {i.arrow}", i.lower_better) for m, i in suite.info.items() if m in suite.built]
     lines = header(
         cfg,
         f"mean score of {cfg.ablate.table7_images} images per generator (score.metrics)",
+        shared,
         "2,000 generated images",
     )
     notes = [f"{name} absent: {reason}" for name, reason in suite.absent.items()]
@@ -103,18 +118,29 @@ def write_table7(cfg: Config, rows: list[dict[str, Any]], suite: Any) -> dict[st
     flat = [{"row": r["label"], "source": r["source"], "images": r["images"], "status": r.get("status", ""),
              **{f"ours.{m}": r["ours"].get(m) for m, _, _ in ours},
              **{f"paper.{m}": v for m, v in zip(ab.PAPER_METRICS, r["paper"], strict=True)}} for r in rows]  # fmt: skip
-    return write_reports(cfg, "table7", md, flat, rows)
+    return write_reports(cfg, "table7", md, flat, rows, shared)
 
 
 def write_reports(
-    cfg: Config, key: str, md: str, flat: list[dict[str, Any]], rows: list[dict[str, Any]]
+    cfg: Config,
+    key: str,
+    md: str,
+    flat: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    shared: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """``<key>.md``, ``.csv`` (one flat line per row) and ``.json`` (every row in full) in ``ablate.report_dir``."""
+    """``<key>.md``, ``.csv`` (one flat line per row) and ``.json`` (every row in full, and the command's
+    ``--set`` overrides as ``shared_overrides``) in ``ablate.report_dir``."""
     out = Path(cfg.ablate.report_dir)
     files = {
         f"{key}.md": md,
         f"{key}.csv": pd.DataFrame(flat).to_csv(index=False),
-        f"{key}.json": json.dumps({"profile": profile_of(cfg), "rows": rows}, indent=2, default=str) + "\n",
+        f"{key}.json": json.dumps(
+            {"profile": profile_of(cfg), "shared_overrides": dict(shared), "rows": rows},
+            indent=2,
+            default=str,
+        )
+        + "\n",
     }
     for name, text in files.items():
         write_text_atomic(out / name, text)

@@ -51,6 +51,7 @@ def run_table7(params: str | Path, overrides: Mapping[str, Any]) -> dict[str, An
     tags = {"stage": "ablate", "ablation": "table7", "profile": profile_of(base)}
     with start_run("ablate-table7", base.tracking.experiment, tags=tags, uri=base.tracking.uri) as parent:
         mlflow.log_params({"ablation.table": "table7", "ablation.images": n})
+        mlflow.log_params({f"ablation.set.{k}": str(v) for k, v in overrides.items()})
         for source in base.ablate.table7_sources:
             label = ab.SOURCE_LABELS.get(source, source)
             row: dict[str, Any] = {"label": label, "source": source, "ours": {}, "images": 0,
@@ -74,7 +75,7 @@ def run_table7(params: str | Path, overrides: Mapping[str, Any]) -> dict[str, An
                     row["status"] = f"not run: {type(exc).__name__}: {exc}"
                 _log7(row)
             rows.append(row)
-        report = write_table7(base, rows, suite)
+        report = write_table7(base, rows, suite, overrides)
         log_table(pd.DataFrame(report["rows"]), "table7")
         for path in report["files"]:
             mlflow.log_artifact(path, artifact_path="ablation")

@@ -241,6 +241,7 @@ def run_ablation(
                            "ablation.rows": ", ".join(v.label for v in variants)})  # fmt: skip
         if seeds:
             mlflow.log_param("ablation.seeds", " ".join(map(str, seeds)))
+        mlflow.log_params({f"ablation.set.{k}": str(v) for k, v in overrides.items()})
         for variant in variants:
             runs = []
             for seed in seeds or [None]:
@@ -267,7 +268,7 @@ def run_ablation(
                     _log_row(row)
                 runs.append(row)
             results.append(runs[0] if seeds is None else combine_seeds(runs, seeds))
-        report = write_table(base, table, results, dataset)
+        report = write_table(base, table, results, dataset, overrides)
         log_table(pd.DataFrame(report["rows"]), table_key)
         for path in report["files"]:
             mlflow.log_artifact(path, artifact_path="ablation")
