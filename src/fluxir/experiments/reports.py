@@ -19,6 +19,11 @@ from fluxir.io import write_text_atomic
 from fluxir.tracking.lineage import profile_of
 
 
+def flags(overrides: Mapping[str, Any], option: str) -> str:
+    """``overrides`` as command-line options, e.g. ``--set train.rank=16`` or ``-S train.rank=16``."""
+    return " ".join(f"{option} {k}={json.dumps(v)}" for k, v in overrides.items())
+
+
 def header(
     cfg: Config, scored_on: str, shared: Mapping[str, Any], paper_on: str = "RealLQ250 restorations"
 ) -> list[str]:
@@ -26,9 +31,7 @@ def header(
     row ran with (a table is not reproducible without them), and what the paper's columns are."""
     lines = profile_notes(cfg)
     if shared:
-        lines.append(
-            "Every row ran with `" + " ".join(f"--set {k}={json.dumps(v)}" for k, v in shared.items()) + "`."
-        )
+        lines.append(f"Every row ran with `{flags(shared, '--set')}`.")
     lines.append(
         f"Ours: {scored_on}. The paper's columns are its published numbers on {paper_on} "
         "(pyiqa clipiqa+_vitL14_512, musiq, maniqa-pipal)"
@@ -60,8 +63,7 @@ def write_table(
     images = next((r.get("images") for r in rows if r.get("images")), "?")
     framed = framing(BenchmarkDataset(**dataset), cfg.restore.scale)
     scored_on = f"FluxIR on {dataset['name']} ({dataset['kind']}, {images} images; {framed})"
-    notes = [f"{r['label']}: " + (f"overrides {json.dumps(r['overrides'])} (`dvc exp run " + " ".join(
-        f"-S {k}={json.dumps(v)}" for k, v in r["overrides"].items()) + "`)" if r["overrides"] else "params as they are")
+    notes = [f"{r['label']}: " + (f"overrides {json.dumps(r['overrides'])} (`dvc exp run {flags(r['overrides'], '-S')}`)" if r["overrides"] else "params as they are")
         for r in rows]  # fmt: skip
     notes += [f"{name} absent: {reason}" for name, reason in absent.items()]
     if table.note:
