@@ -77,29 +77,30 @@ def configure_torch_home(torch_home: str = "") -> Path:
 # Weight files
 
 
-def _missing_message(metric: str, path: Path, url: str | None = None) -> str:
+def _missing_message(metric: str, path: Path, url: str | None = None, section: str = "score") -> str:
     where = f" (from {url})" if url else ""
     return (
-        f"score metric '{metric}' needs weight file {path.name} in {path.parent}{where}; copy it there, "
+        f"{section} metric '{metric}' needs weight file {path.name} in {path.parent}{where}; copy it there, "
         "set score.torch_home to a folder holding hub/pyiqa/, or set score.allow_download: true where "
         "the network is reachable"
     )
 
 
-def check_weights(metrics: Sequence[str], hub: Path) -> None:
-    """Raise MissingWeightsError for the first known weight file of ``metrics`` not in the cache."""
+def check_weights(metrics: Sequence[str], hub: Path, section: str = "score") -> None:
+    """Raise MissingWeightsError for the first known weight file of ``metrics`` not in the cache; the
+    message names the metric as ``section``'s (the stage whose settings list it)."""
     for metric in metrics:
         for rel in WEIGHT_FILES.get(metric, ()):
             path = hub / rel
             if not path.is_file():
                 url = f"{PYIQA_WEIGHTS_URL}/{path.name}" if rel.startswith("pyiqa/") else None
-                raise MissingWeightsError(_missing_message(metric, path, url))
+                raise MissingWeightsError(_missing_message(metric, path, url, section))
         for repo, filename in HF_FILES.get(metric, ()):
             from huggingface_hub import constants, try_to_load_from_cache
 
             if not isinstance(try_to_load_from_cache(repo, filename), str):
                 raise MissingWeightsError(
-                    f"score metric '{metric}' needs {repo}/{filename} in the Hugging Face cache "
+                    f"{section} metric '{metric}' needs {repo}/{filename} in the Hugging Face cache "
                     f"{constants.HF_HUB_CACHE}; run `huggingface-cli download {repo}` where the hub is "
                     "reachable and copy the cache, or set score.allow_download: true"
                 )
@@ -128,7 +129,7 @@ def _no_downloads() -> Iterator[None]:
     import pyiqa.utils.download_util as download_util
 
     def blocked_url(url: str, dst: str, *args: Any, **kwargs: Any) -> None:
-        raise MissingWeightsError(_missing_message(_current[0], Path(dst), url))
+        raise MissingWeightsError(_missing_message(_current[0], Path(dst), url, _current[1]))
 
     original_clip = clip_model._download
 
@@ -136,7 +137,7 @@ def _no_downloads() -> Iterator[None]:
         target = Path(root) / os.path.basename(url)
         if target.is_file():
             return original_clip(url, root)
-        raise MissingWeightsError(_missing_message(_current[0], target, url))
+        raise MissingWeightsError(_missing_message(_current[0], target, url, _current[1]))
 
     saved = (download_util.download_url_to_file, clip_model._download, hf_constants.HF_HUB_OFFLINE)
     download_util.download_url_to_file, clip_model._download = blocked_url, blocked_clip
@@ -147,14 +148,14 @@ def _no_downloads() -> Iterator[None]:
         download_util.download_url_to_file, clip_model._download, hf_constants.HF_HUB_OFFLINE = saved
 
 
-_current = [""]  # the metric being built, for the messages of _no_downloads
+_current = ["", "score"]  # the metric being built and its section, for the messages of the guards
 
 
 def _damaged_message(metric: str, path: object, what: str) -> str:
     name = Path(str(path)).name
     url = f" (from {PYIQA_WEIGHTS_URL}/{name})" if Path(str(path)).parent.name == "pyiqa" else ""
     return (
-        f"score metric '{metric}': weight file {path} {what}; delete it and place the real file there{url}, "
+        f"{_current[1]} metric '{metric}': weight file {path} {what}; delete it and place the real file there{url}, "
         "or set score.allow_download: true where the network is reachable"
     )
 
@@ -212,24 +213,37 @@ def metric_directions(names: Sequence[str]) -> dict[str, bool]:
 
 
 def create_metrics(
-    names: Sequence[str], device: Any, hub: Path, allow_download: bool = False, **kwargs: Any
+    names: Sequence[str],
+    device: Any,
+    hub: Path,
+    allow_download: bool = False,
+    section: str = "score",
+    full_reference: bool = False,
+    **kwargs: Any,
 ) -> dict[str, Any]:
-    """Build each pyiqa metric once (NR metrics only); missing weights raise before any is built."""
+    """Build each pyiqa metric once: no-reference ones, or full-reference ones with ``full_reference``.
+
+    Missing weights raise before any is built; a weight file torch cannot read, or whose tensors are
+    another model's, is a DamagedWeightsError naming it. Messages name each metric as ``section``'s
+    (``score`` or ``benchmark``: the stage whose ``<section>.metrics`` lists it).
+    """
     if not allow_download:
-        check_weights(names, hub)
+        check_weights(names, hub, section)
     import pyiqa
 
+    mode = "FR" if full_reference else "NR"
     for name in names:
-        if metric_config(name, "score.metrics").get("metric_mode") != "NR":
-            raise ConfigError(
-                f"score.metrics: {name!r} is a full-reference metric; scoring needs no-reference ones"
+        if metric_config(name, f"{section}.metrics").get("metric_mode") != mode:
+            kind, wanted = (
+                ("no-reference", "full-reference") if full_reference else ("full-reference", "no-reference")
             )
+            raise ConfigError(f"{section}.metrics: {name!r} is a {kind} metric; {wanted} ones are built here")
     metrics = {}
     guard = contextlib.nullcontext() if allow_download else _no_downloads()
     loaded: list[str] = []
     with guard, _watch_weight_loads(loaded):
         for name in names:
-            _current[0] = name
+            _current[:] = [name, section]
             loaded.clear()
             try:
                 metrics[name] = pyiqa.create_metric(name, device=device, as_loss=False, **kwargs)
@@ -243,7 +257,7 @@ def create_metrics(
                 ) from exc
             except OSError as exc:  # e.g. huggingface_hub's offline error for a timm backbone
                 raise MissingWeightsError(
-                    f"score metric '{name}' could not load its weights offline ({type(exc).__name__}: "
+                    f"{section} metric '{name}' could not load its weights offline ({type(exc).__name__}: "
                     f"{str(exc).splitlines()[0]}); set score.allow_download: true where the network is reachable"
                 ) from exc
     return metrics

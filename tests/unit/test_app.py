@@ -177,3 +177,14 @@ def test_held_out_examples_are_the_lq_images_of_the_held_out_pairs(tmp_path, mon
     assert extra[:2] == expected and len(extra) == 8  # at most MAX_EXAMPLES
     missing = config_from_dict({"train": {"manifest": str(tmp_path / "none.parquet")}})
     assert held_out_examples(missing) == []
+
+
+def test_the_page_defaults_are_the_restore_and_model_sections_defaults():
+    from fluxir.config import ModelConfig, RestoreConfig
+
+    page, restore, model = AppSettings("base", "", [], ""), RestoreConfig(), ModelConfig()
+    assert (page.steps, page.tile, page.overlap, page.scale, page.guidance, page.seed, page.color_fix) == (
+        restore.steps, restore.tile, restore.overlap, restore.scale, restore.guidance, restore.seed, "wavelet",
+    )  # fmt: skip
+    assert (page.max_pixels, page.max_output_pixels) == (restore.max_input_pixels, restore.max_output_pixels)
+    assert (page.dtype, page.device) == (model.dtype, model.device)

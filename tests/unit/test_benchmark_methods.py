@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from fluxir.benchmark.methods import (
+    BUILDERS,
     FluxIRMethod,
     Interpolation,
     MethodError,
     SpandrelMethod,
     column_order,
 )
+from fluxir.config import BUILTIN_METHODS, BenchmarkConfig, ConfigError
 from fluxir.restoration.pipeline import RestoreOptions, upscale_lq
 
 
@@ -146,3 +148,19 @@ def test_the_untrained_method_is_the_adapter_at_initialisation(tmp_path, tiny_mo
     lq = _lq(8, 8)
     np.testing.assert_array_equal(untrained(lq), reference(lq))
     assert not np.array_equal(trained(lq), untrained(lq))
+
+
+def test_every_name_the_config_accepts_has_a_builder_and_no_other():
+    assert set(BUILDERS) == set(BUILTIN_METHODS)
+    with pytest.raises(ConfigError, match="'bilinear' is neither fluxir, fluxir-untrained, bicubic"):
+        BenchmarkConfig(methods=["bicubic", "bilinear"])
+
+
+def test_interpolation_methods_are_built_from_the_config(tmp_path):
+    from fluxir.benchmark.methods import build_methods
+    from fluxir.config import Config, RestoreConfig
+
+    cfg = Config(benchmark=BenchmarkConfig(methods=["lanczos", "bicubic"]), restore=RestoreConfig(scale=2))
+    built = build_methods(cfg)
+    assert [m.name for m in built] == ["lanczos", "bicubic"]
+    assert built[1](_lq(6, 5)).shape == (12, 10, 3)

@@ -115,6 +115,9 @@ def test_metrics_without_weights_are_absent_with_file_and_folder(tmp_path):
         and str(hub / "pyiqa") in suite.absent["musiq"]
     )
     assert "CLIPIQA+_ViTL14_512-e66488f2.pth" in suite.absent["clipiqa+_vitL14_512"]
+    assert suite.absent["musiq"].startswith(
+        "benchmark metric 'musiq' needs weight file"
+    )  # the stage that asked
     assert suite.info["lpips"].lower_better and not suite.info["musiq"].lower_better
 
 
@@ -140,8 +143,13 @@ def test_damaged_lpips_weights_are_one_line_naming_the_files(tmp_path, damage):
     with pytest.raises(UserError) as refused:
         build_suite(["lpips"], "cpu", hub)
     message = str(refused.value)
-    assert "\n" not in message and message.startswith("benchmark metric 'lpips': its weight file(s) ")
-    assert "alexnet-owt-7be5be79.pth" in message and "place the real file there" in message
+    # torchvision's backbone loads first: the file that failed is named, with the fix
+    damaged = hub / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    assert "\n" not in message
+    assert message.startswith(
+        f"benchmark metric 'lpips': weight file {damaged} is damaged or not a torch file ("
+    )
+    assert "delete it and place the real file there" in message
 
 
 def test_a_paper_metric_with_its_weights_in_place_is_built_and_scores(tmp_path):

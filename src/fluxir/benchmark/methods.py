@@ -17,7 +17,7 @@ at once with a message naming the file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -233,31 +233,57 @@ def column_order(methods: Sequence[str], sr_models: Sequence[str]) -> list[str]:
     return order[:at] + extra + order[at:]
 
 
-def build_methods(cfg: Any) -> list[Method]:
-    """Every method of ``cfg.benchmark`` in column order, models loaded."""
+def _interpolation(name: str, cfg: Any) -> Method:
+    return Interpolation(name, cfg.restore.scale)
+
+
+def _fluxir(name: str, cfg: Any) -> Method:
     from fluxir.models.flux import DTYPES, pick_device, resolve_base
     from fluxir.restoration.pipeline import RestoreOptions
 
-    b, r = cfg.benchmark, cfg.restore
+    r = cfg.restore
+    options = RestoreOptions(r.scale, r.steps, r.guidance, r.tile, r.overlap, r.seed)
+    base = resolve_base(cfg.model.base, cfg.model.tiny_dir)
+    dtype, device = DTYPES[cfg.model.dtype], pick_device(cfg.model.device)
+    untrained = name == "fluxir-untrained"
+    return FluxIRMethod.load(base, cfg.benchmark.adapter, options, dtype, device, untrained=untrained)
+
+
+def _vae_reconstruction(name: str, cfg: Any) -> Method:
+    from fluxir.models.flux import DTYPES, pick_device, resolve_base
+
+    base = resolve_base(cfg.model.base, cfg.model.tiny_dir)
+    return VaeReconstruction.load(base, DTYPES[cfg.model.dtype], pick_device(cfg.model.device))
+
+
+def _realesrgan_x4plus(name: str, cfg: Any) -> Method:
+    from fluxir.benchmark.ncnn_convert import cached_realesrgan_x4plus
+    from fluxir.models.flux import pick_device
+
+    path = cached_realesrgan_x4plus(cfg.benchmark.realesrgan_cache)
+    return SpandrelMethod.load(name, path, cfg.restore.scale, pick_device(cfg.benchmark.device))
+
+
+BUILDERS: dict[str, Callable[[str, Any], Method]] = {
+    "fluxir": _fluxir,
+    "fluxir-untrained": _fluxir,
+    **dict.fromkeys(INTERPOLATIONS, _interpolation),
+    "realesrgan-x4plus": _realesrgan_x4plus,
+    VAE_RECONSTRUCTION: _vae_reconstruction,
+}
+"""How each of the config's BUILTIN_METHODS is built (the config validates names against that list)."""
+
+
+def build_methods(cfg: Any) -> list[Method]:
+    """Every method of ``cfg.benchmark`` in column order, models loaded."""
+    from fluxir.models.flux import pick_device
+
+    b = cfg.benchmark
     paths = {m.name: m.path for m in b.sr_models}
     out: list[Method] = []
     for name in column_order(b.methods, list(paths)):
-        if name in INTERPOLATIONS:
-            out.append(Interpolation(name, r.scale))
-        elif name in ("fluxir", "fluxir-untrained"):
-            options = RestoreOptions(r.scale, r.steps, r.guidance, r.tile, r.overlap, r.seed)
-            base = resolve_base(cfg.model.base, cfg.model.tiny_dir)
-            dtype, device = DTYPES[cfg.model.dtype], pick_device(cfg.model.device)
-            untrained = name == "fluxir-untrained"
-            out.append(FluxIRMethod.load(base, b.adapter, options, dtype, device, untrained=untrained))
-        elif name == VAE_RECONSTRUCTION:
-            base = resolve_base(cfg.model.base, cfg.model.tiny_dir)
-            out.append(VaeReconstruction.load(base, DTYPES[cfg.model.dtype], pick_device(cfg.model.device)))
-        elif name == "realesrgan-x4plus":
-            from fluxir.benchmark.ncnn_convert import cached_realesrgan_x4plus
-
-            path = cached_realesrgan_x4plus(b.realesrgan_cache)
-            out.append(SpandrelMethod.load(name, path, r.scale, pick_device(b.device)))
+        if name in BUILDERS:
+            out.append(BUILDERS[name](name, cfg))
         else:
-            out.append(SpandrelMethod.load(name, paths[name], r.scale, pick_device(b.device)))
+            out.append(SpandrelMethod.load(name, paths[name], cfg.restore.scale, pick_device(b.device)))
     return out

@@ -32,10 +32,7 @@ import numpy as np
 
 from fluxir.iqa import (
     FIDELITY,
-    FR_WEIGHT_FILES,
-    DamagedWeightsError,
     MissingWeightsError,
-    check_weights,
     create_metrics,
     fr_kwargs,
     fr_setting,
@@ -117,27 +114,6 @@ def _tensor(rgb: np.ndarray, device: Any) -> Any:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float().div(255).to(device)
 
 
-def _full_reference_metric(name: str, device: Any, hub: Path, **kwargs: Any) -> Any:
-    """pyiqa's full-reference metric ``name``; weight files that are there but unreadable (garbage,
-    truncated, another model's) are one line naming them, not an unpickling traceback."""
-    import pyiqa
-
-    try:
-        return pyiqa.create_metric(name, device=device, as_loss=False, **kwargs)
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - unpickling garbage raises anything: EOFError, UnpicklingError, ...
-        present = [str(hub / rel) for rel in FR_WEIGHT_FILES.get(name, ()) if (hub / rel).is_file()]
-        if not present:
-            raise
-        first = (str(exc).splitlines() or [""])[0][:160]
-        raise DamagedWeightsError(
-            f"benchmark metric '{name}': its weight file(s) {', '.join(present)} could not be loaded "
-            f"({type(exc).__name__}: {first}); delete the damaged one and place the real file there, or set "
-            "score.allow_download: true where the network is reachable"
-        ) from exc
-
-
 def build_suite(
     names: Sequence[str],
     device: Any,
@@ -173,14 +149,12 @@ def build_suite(
             if reason:
                 suite.absent[name] = f"{name}: {reason}"
                 continue
-            suite.built[name] = _full_reference_metric(name, device, hub, **kwargs)
-        else:
-            try:
-                if not allow_download:
-                    check_weights([name], hub)
-                suite.built.update(create_metrics([name], device, hub, allow_download, **kwargs))
-            except MissingWeightsError as exc:
-                suite.absent[name] = str(exc)
+        try:
+            suite.built.update(
+                create_metrics([name], device, hub, allow_download, "benchmark", full_reference=fr, **kwargs)
+            )
+        except MissingWeightsError as exc:
+            suite.absent[name] = str(exc)
         if name in suite.built:  # pyiqa's own flag wins over its config table
             suite.info[name].lower_better = bool(
                 getattr(suite.built[name], "lower_better", suite.info[name].lower_better)

@@ -18,6 +18,7 @@ from fluxir.config.degradation import (
 from fluxir.config.loading import apply_override, config_from_dict, load_config, parse_override
 from fluxir.config.pretrain import PretrainConfig
 from fluxir.config.schema import (
+    BUILTIN_METHODS,
     AblateConfig,
     BenchmarkConfig,
     BenchmarkDataset,
@@ -33,6 +34,7 @@ from fluxir.config.schema import (
 )
 
 __all__ = [
+    "BUILTIN_METHODS",
     "AblateConfig",
     "BenchmarkConfig",
     "BenchmarkDataset",

@@ -346,6 +346,17 @@ class SRModel:
         return self
 
 
+BUILTIN_METHODS = (
+    "fluxir",
+    "fluxir-untrained",
+    "bicubic",
+    "lanczos",
+    "realesrgan-x4plus",
+    "vae-reconstruction",
+)
+"""benchmark.methods names the code provides (fluxir.benchmark.methods builds each); sr_models add more."""
+
+
 @section("benchmark")
 class BenchmarkConfig:
     """Table 1: restore test sets with FluxIR and baselines, score them with pyiqa (paper section 4)."""
@@ -387,14 +398,7 @@ class BenchmarkConfig:
         if not self.metrics or len(set(self.metrics)) != len(self.metrics):
             raise ConfigError(f"benchmark.metrics={self.metrics!r}: must name pyiqa metrics, each once")
         models = [m.name for m in self.sr_models]
-        builtin = (
-            "fluxir",
-            "fluxir-untrained",
-            "bicubic",
-            "lanczos",
-            "realesrgan-x4plus",
-            "vae-reconstruction",
-        )
+        builtin = BUILTIN_METHODS
         if set(models) & set(builtin) or len(set(models)) != len(models):
             raise ConfigError(
                 f"benchmark.sr_models names {models!r}: must be unique and not {', '.join(builtin)}"

@@ -21,6 +21,7 @@ from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fluxir.config import ModelConfig, RestoreConfig
 from fluxir.errors import UserError
 from fluxir.stages import add_common_arguments
 
@@ -42,6 +43,12 @@ FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]
 MONO = ["ui-monospace", "monospace"]
 
 
+# The page's defaults are the restore and model sections' defaults (one source: fluxir.config), used when
+# AppSettings is built without params.yaml (tests, embedding); settings_from_config passes the run's values.
+_RESTORE = RestoreConfig()
+_MODEL = ModelConfig()
+
+
 @dataclass
 class AppSettings:
     """What the page offers and how it restores; built from params.yaml by :func:`settings_from_config`."""
@@ -50,19 +57,19 @@ class AppSettings:
     registered_model: str
     adapters: list[str]
     adapter: str
-    steps: int = 20
-    tile: int = 1024
-    overlap: int = 128
-    scale: int = 4
-    guidance: float = 3.5
-    seed: int = 0
-    color_fix: str = "none"
+    steps: int = _RESTORE.steps
+    tile: int = _RESTORE.tile
+    overlap: int = _RESTORE.overlap
+    scale: int = _RESTORE.scale
+    guidance: float = _RESTORE.guidance
+    seed: int = _RESTORE.seed
+    color_fix: str = _RESTORE.color_fix
     max_upload_bytes: int = MAX_UPLOAD_MB * 2**20
-    max_pixels: int = 50_000_000
+    max_pixels: int = _RESTORE.max_input_pixels
     # The page has no --force: an upload whose output is larger is refused (see serving.inputs).
-    max_output_pixels: int = 4096 * 4096
-    dtype: str = "float32"
-    device: str = "auto"
+    max_output_pixels: int = _RESTORE.max_output_pixels
+    dtype: str = _MODEL.dtype
+    device: str = _MODEL.device
     examples: list[Path] = field(default_factory=list)
     output_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "fluxir-app")
 
@@ -109,7 +116,7 @@ def settings_from_config(
         scale=r.scale,
         guidance=r.guidance,
         seed=r.seed,
-        color_fix=str(getattr(r, "color_fix", "none")),
+        color_fix=r.color_fix,
         max_pixels=r.max_input_pixels,
         max_output_pixels=r.max_output_pixels,
         dtype=cfg.model.dtype,
