@@ -164,3 +164,20 @@ def test_interpolation_methods_are_built_from_the_config(tmp_path):
     built = build_methods(cfg)
     assert [m.name for m in built] == ["lanczos", "bicubic"]
     assert built[1](_lq(6, 5)).shape == (12, 10, 3)
+
+
+def test_the_benchmark_restores_with_the_whole_restore_section(tmp_path, tiny_model_dir):
+    from fluxir.benchmark.methods import build_methods
+    from fluxir.config import Config, ModelConfig, RestoreConfig
+    from fluxir.models.adapter import FluxIRAdapter
+    from fluxir.models.flux import load_flux
+
+    FluxIRAdapter.from_flux(load_flux(tiny_model_dir).transformer, rank=4).save_pretrained(tmp_path / "a")
+    restore = RestoreConfig(steps=2, color_fix="none", tile_mode="per_tile", seed=3)
+    cfg = Config(
+        model=ModelConfig(base=str(tiny_model_dir), device="cpu"),
+        benchmark=BenchmarkConfig(methods=["fluxir"], adapter=str(tmp_path / "a")),
+        restore=restore,
+    )
+    (method,) = build_methods(cfg)
+    assert method.options == restore  # not only scale, steps, guidance, tile, overlap and seed

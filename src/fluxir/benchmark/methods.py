@@ -239,14 +239,12 @@ def _interpolation(name: str, cfg: Any) -> Method:
 
 def _fluxir(name: str, cfg: Any) -> Method:
     from fluxir.models.flux import DTYPES, pick_device, resolve_base
-    from fluxir.restoration.pipeline import RestoreOptions
 
-    r = cfg.restore
-    options = RestoreOptions(r.scale, r.steps, r.guidance, r.tile, r.overlap, r.seed)
+    # The whole restore section (colour fix, tile mode, offload too): the benchmark restores as `fluxir restore`.
     base = resolve_base(cfg.model.base, cfg.model.tiny_dir)
     dtype, device = DTYPES[cfg.model.dtype], pick_device(cfg.model.device)
     untrained = name == "fluxir-untrained"
-    return FluxIRMethod.load(base, cfg.benchmark.adapter, options, dtype, device, untrained=untrained)
+    return FluxIRMethod.load(base, cfg.benchmark.adapter, cfg.restore, dtype, device, untrained=untrained)
 
 
 def _vae_reconstruction(name: str, cfg: Any) -> Method:
