@@ -118,9 +118,10 @@ MINI: dict[str, Any] = {
     "pretrain.out_dir": "data/models/mini-flux",
     "pretrain.photos_dir": MINI_PHOTOS,
     "pretrain.max_sequence_length": 32,
-    # One torch thread: on two cores it trains the VAE about as fast as two (6 vs 6.5-9 steps/s) and leaves
-    # a core free; two threads with the other core busy run 10-50x slower (threads wait on each other).
-    "pretrain.threads": 1,
+    # Two torch threads on two cores: a VAE step (4 crops of 48 px) takes 142 ms against 190 ms on one, on an
+    # idle machine. With the other core busy the threads wait on each other (566 ms a step beside two other
+    # trainings): pretrain on an idle machine, or set 1.
+    "pretrain.threads": 2,
     # FluxGen-mini: the prior's own images (it learned 128 px crops), scored, filtered, degraded; about 4
     # images/s on one thread, so 512 take two minutes
     "generate.num_images": 512,

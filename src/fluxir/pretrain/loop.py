@@ -52,7 +52,9 @@ def train(
     simulate a crash and a resume.
     """
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    # fused: one kernel for all parameters. The default for-loop implementation spends 16.7 ms per step on the
+    # mini VAE's 184 tensors against 4.0 fused (two threads), a few percent of a step; the update is the same.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     start, curve = 0, []
     state = load_state(checkpoint, fingerprint)
     if state is not None:
